@@ -1,0 +1,52 @@
+# `make run` executes the workshop headlessly; `make test` checks it. Both set up .venv first.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.md))
+EXECUTED := results/executed
+# Kernels come from the virtual environment, whatever the user has installed elsewhere.
+export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
+export MPLBACKEND := Agg
+# Extra papermill arguments for `make run`, e.g. PARAMS="-p epochs 80 -p seed 3".
+PARAMS ?=
+
+.PHONY: install run test unit-test notebook-test notebooks lab clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt
+	$(PYTHON) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
+	touch $@
+
+run: $(INSTALLED)
+	mkdir -p $(EXECUTED)
+	set -e; for md in $(NOTEBOOKS); do \
+		name=$$(basename $$md .md); \
+		echo "== $$name"; \
+		$(VENV)/bin/papermill --cwd notebooks --kernel python3 --no-progress-bar $(PARAMS) \
+			notebooks/$$name.ipynb $(EXECUTED)/$$name.ipynb; \
+	done
+	@echo "Executed notebooks: $(EXECUTED)/; results: results/; figure: images/stochastic_computing.png"
+
+test: unit-test notebook-test
+
+unit-test: $(INSTALLED)
+	$(PYTHON) -m pytest tests
+
+# Notebooks run in order (notebook 4 reads what notebook 3 writes), each in a fresh kernel.
+notebook-test: $(INSTALLED)
+	$(PYTHON) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=900 -p no:cacheprovider \
+		$(NOTEBOOKS:.md=.ipynb)
+
+# After editing a notebook's .md source: regenerate its .ipynb twin (without outputs).
+notebooks: $(INSTALLED)
+	$(VENV)/bin/jupytext --sync $(NOTEBOOKS)
+
+lab: $(INSTALLED)
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf $(EXECUTED) results/stochastic results/stochastic-5

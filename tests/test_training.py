@@ -1,0 +1,101 @@
+import dataclasses
+
+import pytest
+import torch
+
+from workshop_utils import ExperimentConfig, generate_target_distribution, train
+from workshop_utils.training import OPTIMIZERS
+
+SMALL = dict(neurons=8, input_features=32, batch_size=4, timesteps=100, epochs=3, backend="norse")
+
+
+def test_same_seed_same_numbers():
+    config = ExperimentConfig(**SMALL, seed=5)
+    first, second = train(config, progress=False), train(config, progress=False)
+    assert first.losses == second.losses
+    assert torch.equal(first.model.input_weights, second.model.input_weights)
+    assert torch.equal(first.p_target, second.p_target)
+
+
+def test_other_seed_other_numbers():
+    first = train(ExperimentConfig(**SMALL, seed=1), progress=False)
+    second = train(ExperimentConfig(**SMALL, seed=2), progress=False)
+    assert first.losses != second.losses
+
+
+def test_training_reduces_the_loss():
+    result = train(ExperimentConfig(**{**SMALL, "timesteps": 300, "epochs": 25}, learning_rate=3e-3, k=2), progress=False)
+    assert all(torch.isfinite(torch.tensor(result.losses)))
+    assert sum(result.losses[-5:]) < 0.6 * sum(result.losses[:5]), result.losses
+
+
+def test_result_shapes():
+    result = train(ExperimentConfig(**SMALL, k=2), progress=False)
+    assert len(result.losses) == 3
+    assert result.p_target.shape == result.p_sampled.shape == (4, 4)
+    assert result.refractory.shape == result.voltages.shape == (100, 4, 8)
+    assert torch.allclose(result.p_sampled.sum(dim=1), torch.ones(4), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimizer_trains(name):
+    result = train(ExperimentConfig(**SMALL, optimizer=name), progress=False)
+    assert len(result.losses) == 3 and all(torch.isfinite(torch.tensor(result.losses)))
+
+
+def test_explicit_target_table_is_used():
+    table = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    result = train(ExperimentConfig(**SMALL, k=2), p_target=table, progress=False)
+    assert torch.equal(result.p_target, table.expand(4, 4))
+
+
+@pytest.mark.parametrize(
+    "table, match",
+    [([0.5, 0.5], "shape"), ([0.5, 0.6, -0.1, 0.0], "non-negative"), ([0.3, 0.3, 0.3, 0.3], "sum to 1")],
+)
+def test_bad_target_tables_are_rejected(table, match):
+    with pytest.raises(ValueError, match=match):
+        train(ExperimentConfig(**SMALL, k=2), p_target=torch.tensor(table), progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"timesteps": 0}, "timesteps"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"input_features": 0}, "input_features"),
+        ({"neurons": 0}, "neurons"),
+        ({"epochs": 0}, "epochs"),
+        ({"k": 0}, "k"),
+        ({"k": 9}, "k"),
+        ({"rate": 1.5}, "rate"),
+        ({"rate": -0.2}, "rate"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"optimizer": "lbfgs"}, "optimizer"),
+        ({"backend": "cuda"}, "backend"),
+        ({"seed": -3}, "seed"),
+        ({"device": "gpu0"}, "device"),
+        ({"timesteps": 2.5}, "timesteps"),
+    ],
+)
+def test_bad_parameters_name_the_parameter(change, match):
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig(**{**SMALL, **change})
+
+
+def test_target_is_chain_zero_repeated(generator):
+    torch.manual_seed(0)
+    p = generate_target_distribution(3, 200, 5, 32, 8, generator=generator, backend="norse")
+    assert p.shape == (5, 8)
+    assert torch.equal(p, p[0].expand(5, 8))
+    assert torch.allclose(p.sum(dim=1), torch.ones(5), atol=1e-6)
+
+
+def test_target_rejects_k_larger_than_n(generator):
+    with pytest.raises(ValueError, match="k"):
+        generate_target_distribution(9, 20, 2, 4, 8, generator=generator)
+
+
+def test_config_round_trips_through_a_dict():
+    config = ExperimentConfig(**SMALL)
+    assert ExperimentConfig(**dataclasses.asdict(config)) == config

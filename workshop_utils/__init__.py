@@ -1,0 +1,27 @@
+"""Reusable, tested code of the stochastic-computing workshop: neurons, distributions, training, I/O, plots."""
+
+from .distribution import joint_distribution, kl_loss, state_labels
+from .neurons import NetworkTrace, RefractoryLIFNetwork, notebook_parameters, poisson_input
+from .paths import workshop_root
+from .results_io import load_results, save_results
+from .targets import generate_target_distribution
+from .training import ExperimentConfig, TrainingResult, build_model, train, training_step
+
+__all__ = [
+    "ExperimentConfig",
+    "NetworkTrace",
+    "RefractoryLIFNetwork",
+    "TrainingResult",
+    "build_model",
+    "generate_target_distribution",
+    "joint_distribution",
+    "kl_loss",
+    "load_results",
+    "notebook_parameters",
+    "poisson_input",
+    "save_results",
+    "state_labels",
+    "train",
+    "training_step",
+    "workshop_root",
+]

@@ -1,0 +1,154 @@
+r"""The recurrent population of leaky integrate-and-fire neurons with an absolute refractory period.
+
+One Euler step (dt = 1 ms) of Norse's ``lif_refrac_step``, for input spikes x, state (z, v, i, rho):
+
+.. math::
+    \begin{align*}
+        j &= i + W_\text{in} x + W_\text{rec} z \\
+        \tilde v &= v + dt\,\tau_\text{mem}^{-1} (v_\text{leak} - v + j), \qquad
+        i' = j - dt\,\tau_\text{syn}^{-1} j \\
+        \tilde z &= \Theta(\tilde v - v_\text{th}), \qquad m = \Theta(\rho) \quad\text{(refractory mask)} \\
+        z' &= (1 - m)\,\tilde z, \qquad
+        v' = (1 - m)\,[(1 - \tilde z)\,\tilde v + \tilde z\, v_\text{reset}] + m\, v \\
+        \rho' &= (1 - z')\,\max(\rho - m, 0) + z' \rho_\text{reset}
+    \end{align*}
+
+A neuron that spikes is clamped for ``rho_reset`` steps. Its refractory state
+:math:`\Theta(\rho')` is the binary variable the workshop reads out. In the backward pass
+:math:`\Theta` is replaced by a smooth surrogate (``method``, ``alpha``).
+"""
+
+from typing import NamedTuple, Optional
+
+import torch
+from norse.torch.functional.encode import poisson_encode
+from norse.torch.functional.lif import LIFParameters, LIFState
+from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState
+from norse.torch.functional.threshold import threshold
+from norse.torch.module.lif_refrac import LIFRefracRecurrentCell
+
+from .checks import (
+    require_choice,
+    require_positive_float,
+    require_positive_int,
+    require_probability,
+    require_shape,
+)
+
+BACKENDS = ("fast", "norse")
+# Norse's surrogates whose backward pass the fast path reproduces. Norse 1.1.0's "super" ignores alpha
+# and its gradients explode over long runs; it is kept only to show that failure.
+SURROGATES = ("tanh", "heavi_erfc", "super")
+
+
+def notebook_parameters(method: str = "tanh", alpha: float = 100.0) -> LIFRefracParameters:
+    """The workshop's neuron parameters: v_leak = 1, v_th = 1, refractory reset 10 steps, Norse's taus."""
+    require_choice("method", method, SURROGATES)
+    alpha = require_positive_float("alpha", alpha)
+    lif = LIFParameters(v_leak=torch.as_tensor(1.0), method=method, alpha=torch.as_tensor(alpha))
+    return LIFRefracParameters(lif, rho_reset=torch.as_tensor(10.0))
+
+
+def poisson_input(
+    rate: float,
+    timesteps: int,
+    batch_size: int,
+    input_features: int,
+    generator: Optional[torch.Generator] = None,
+    device="cpu",
+) -> torch.Tensor:
+    """Independent Poisson spike trains ``[T, B, H]`` (0/1 floats).
+
+    ``rate`` is a fraction of Norse's maximal rate of 100 Hz, as in the original notebook:
+    rate 0.3 means 30 Hz, i.e. a spike probability of 0.03 per 1 ms step.
+    """
+    rate = require_probability("rate", rate)
+    timesteps = require_positive_int("T (timesteps)", timesteps)
+    batch_size = require_positive_int("B (batch size)", batch_size)
+    input_features = require_positive_int("H (input features)", input_features)
+    values = torch.full((batch_size, input_features), rate, device=device)
+    return poisson_encode(values, timesteps, generator=generator)
+
+
+class NetworkTrace(NamedTuple):
+    """What a simulation records, every tensor ``[T, B, N]``, one row per step after the update."""
+
+    spikes: torch.Tensor  # z', 0/1, carries no gradient
+    rho: torch.Tensor  # refractory counter rho', 0 .. rho_reset
+    refractory: torch.Tensor  # Theta(rho'), 0/1 with a surrogate gradient
+    voltages: torch.Tensor  # v'
+
+
+class RefractoryLIFNetwork(torch.nn.Module):
+    """N recurrently connected refractory LIF neurons driven by H input spike trains.
+
+    ``input_weights`` is ``[N, H]`` and ``recurrent_weights`` ``[N, N]`` with a zero diagonal (no
+    autapses), initialised and named as in Norse's ``LIFRefracRecurrentCell``, whose state-dict keys
+    end in ``input_weights`` and ``recurrent_weights``.
+
+    ``backend="fast"`` runs the fused kernel of :mod:`workshop_utils.fast_lif`, which computes the same
+    numbers as ``backend="norse"``, Norse's cell called once per time step.
+    """
+
+    def __init__(
+        self,
+        input_features: int,
+        neurons: int,
+        parameters: Optional[LIFRefracParameters] = None,
+        backend: str = "fast",
+        v_init: float = 0.9,
+        dt: float = 1e-3,
+    ):
+        super().__init__()
+        self.input_features = require_positive_int("H (input features)", input_features)
+        self.neurons = require_positive_int("N (neurons)", neurons)
+        self.backend = require_choice("backend", backend, BACKENDS)
+        self.p = parameters if parameters is not None else notebook_parameters()
+        require_choice("method", self.p.lif.method, SURROGATES)
+        self.v_init = float(v_init)
+        self.dt = require_positive_float("dt", dt)
+        self.cell = LIFRefracRecurrentCell(input_features, neurons, p=self.p, dt=dt, autapses=False)
+
+    @property
+    def input_weights(self) -> torch.Tensor:
+        return self.cell.input_weights
+
+    @property
+    def recurrent_weights(self) -> torch.Tensor:
+        return self.cell.recurrent_weights
+
+    def initial_state(self, batch_size: int, device) -> LIFRefracState:
+        """z = i = rho = 0 and v = v_init, each ``[B, N]``."""
+        zeros = torch.zeros(batch_size, self.neurons, device=device)
+        return LIFRefracState(LIFState(zeros, torch.full_like(zeros, self.v_init), zeros), zeros)
+
+    def trace(self, input_spikes: torch.Tensor) -> NetworkTrace:
+        """Simulate ``[T, B, H]`` input spikes; every field of the result is ``[T, B, N]``."""
+        require_shape("input_spikes", input_spikes, ("T", "B", self.input_features))
+        if input_spikes.shape[0] < 1 or input_spikes.shape[1] < 1:
+            raise ValueError(f"input_spikes must have T >= 1 and B >= 1, got shape {list(input_spikes.shape)}")
+        if self.backend == "fast":
+            from .fast_lif import lif_refrac_fast
+
+            spikes, rho, voltages = lif_refrac_fast(
+                input_spikes, self.input_weights, self.recurrent_weights, self.p, self.dt, self.v_init
+            )
+        else:
+            spikes, rho, voltages = self._norse_loop(input_spikes)
+        refractory = threshold(rho, self.p.lif.method, self.p.lif.alpha)
+        return NetworkTrace(spikes, rho, refractory, voltages)
+
+    def forward(self, input_spikes: torch.Tensor):
+        """``[T, B, H]`` input spikes -> (refractory states, voltages), both ``[T, B, N]``."""
+        trace = self.trace(input_spikes)
+        return trace.refractory, trace.voltages
+
+    def _norse_loop(self, input_spikes: torch.Tensor):
+        state = self.initial_state(input_spikes.shape[1], input_spikes.device)
+        spikes, rho, voltages = [], [], []
+        for x in input_spikes:
+            z, state = self.cell(x, state)
+            spikes.append(z.detach())
+            rho.append(state.rho)
+            voltages.append(state.lif.v)
+        return torch.stack(spikes), torch.stack(rho), torch.stack(voltages)

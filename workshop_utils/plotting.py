@@ -1,0 +1,137 @@
+"""Figures of the workshop: the target distribution and the three-panel result figure."""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.collections import PatchCollection
+from matplotlib.patches import Rectangle
+
+from .distribution import state_labels
+
+TRACE_SPACING = 1.2  # vertical offset between the membrane traces of panel A
+
+STYLE = {
+    "axes.spines.right": False,
+    "axes.spines.top": False,
+    "legend.frameon": False,
+}
+
+
+def _numpy(values) -> np.ndarray:
+    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+
+
+def _states_axis(ax, states: int) -> np.ndarray:
+    positions = np.arange(states)
+    k = int(np.log2(states))
+    ax.set_xticks(positions)
+    ax.set_xticklabels(state_labels(k), rotation=90, fontsize="small" if k > 3 else None)
+    ax.set_ylabel("$p(z)$")
+    ax.set_xlabel("$z = (z_1 \\dots z_k)$")
+    return positions
+
+
+def target_plot(ax, p_target, width: float = 0.35) -> None:
+    """Bars of the target distribution ``[B, 2**k]`` (row 0) or ``[2**k]``."""
+    p_target = _numpy(p_target)
+    p_target = p_target[0] if p_target.ndim == 2 else p_target
+    positions = _states_axis(ax, p_target.shape[0])
+    ax.bar(positions, p_target, width, label="$p_t$", color="C1")
+    ax.legend(loc="upper right")
+
+
+def refractory_intervals(states: np.ndarray):
+    """(start, length) of every run of ones in a 0/1 sequence ``[T]``."""
+    padded = np.concatenate([[0], (states > 0.5).astype(np.int8), [0]])
+    edges = np.diff(padded)
+    starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return list(zip(starts, stops - starts))
+
+
+def sampling_panel(ax, refractory, voltages, k: int, window: Tuple[int, int] = (200, 400), chain: int = 0):
+    """Membrane traces of the k readout neurons with their refractory periods shaded.
+
+    ``refractory`` and ``voltages`` are ``[T, B, N]``; the window is clipped to T.
+    """
+    refractory, voltages = _numpy(refractory), _numpy(voltages)
+    start = min(window[0], max(refractory.shape[0] - 1, 0))
+    stop = min(window[1], refractory.shape[0])
+    time = np.arange(start, stop)
+    rectangles = []
+    for j in range(k):
+        offset = j * TRACE_SPACING
+        for begin, length in refractory_intervals(refractory[start:stop, chain, j]):
+            rectangles.append(Rectangle((start + begin - 0.5, offset), length, 1.0))
+        ax.plot(time, voltages[start:stop, chain, j] + offset, color=f"C{j}", linewidth=1)
+    ax.add_collection(PatchCollection(rectangles, facecolor="black", alpha=0.2, edgecolor="none"))
+    ax.set_yticks(TRACE_SPACING * np.arange(k) + 0.5)
+    ax.set_yticklabels([f"$z_{j + 1}$" for j in range(k)])
+    ax.spines["left"].set_visible(False)
+    ax.set_xlim(start, stop)
+    ax.set_xlabel("t [ms]")
+    ax.set_ylabel("readout neuron")
+    ax.set_title("membrane voltage, refractory periods shaded ($z_j = 1$)", fontsize="medium")
+
+
+def probability_panel(ax, p_sampled, p_target, p_long_run=None, width: float = 0.35):
+    """Sampled distribution ``[B, 2**k]`` (mean, whiskers min..max over the B chains) next to the target."""
+    p_sampled, p_target = _numpy(p_sampled), _numpy(p_target)
+    bars = 3 if p_long_run is not None else 2
+    width = min(width, 0.8 / bars)
+    positions = _states_axis(ax, p_target.shape[-1])
+    mean, low, high = p_sampled.mean(axis=0), p_sampled.min(axis=0), p_sampled.max(axis=0)
+    offsets = (np.arange(bars) - (bars - 1) / 2) * width
+    ax.bar(positions + offsets[0], mean, width, label="$p_s$ (last epoch, min–max over chains)", color="C0")
+    ax.errorbar(positions + offsets[0], mean, yerr=[mean - low, high - mean], fmt="none", ecolor="black", capsize=2)
+    target = p_target[0] if p_target.ndim == 2 else p_target
+    ax.bar(positions + offsets[1], target, width, label="$p_t$ (target)", color="C1")
+    if p_long_run is not None:
+        ax.bar(positions + offsets[2], _numpy(p_long_run), width, label="$p_s$ (long run)", color="C2")
+    ax.legend(loc="upper right", fontsize="small")
+
+
+def loss_panel(ax, losses: Sequence[float], noise_floor: Optional[float] = None):
+    ax.semilogy(np.arange(1, len(losses) + 1), _numpy(losses), label="training loss")
+    if noise_floor is not None:
+        ax.axhline(noise_floor, color="gray", linestyle="--", label=f"noise floor of a T-step sample ({noise_floor:.3f})")
+        ax.legend(loc="upper right", fontsize="small")
+    ax.set_ylabel("$KL(p_t \\,\\|\\, p_s)$")
+    ax.set_xlabel("epoch")
+
+
+def figure_stochastic_computing(
+    p_sampled, p_target, losses, refractory, voltages, window=(200, 400), chain=0, p_long_run=None, noise_floor=None
+):
+    """The three-panel result figure: A traces, B distributions, C loss. Returns the figure."""
+    states = _numpy(p_target).shape[-1]
+    k = int(np.log2(states))
+    with plt.rc_context(STYLE):
+        fig = plt.figure(constrained_layout=True, figsize=(7, 9 + max(0, k - 3)))
+        grid = fig.add_gridspec(nrows=3, ncols=1, height_ratios=[1 + 0.2 * k, 1, 1])
+        axes = [fig.add_subplot(grid[row, 0]) for row in range(3)]
+        sampling_panel(axes[0], refractory, voltages, k, window, chain)
+        probability_panel(axes[1], p_sampled, p_target, p_long_run)
+        loss_panel(axes[2], losses, noise_floor)
+        for ax, letter in zip(axes, "ABC"):
+            ax.text(-0.1, 1.05, letter, transform=ax.transAxes, size="large", weight="bold")
+    return fig
+
+
+def save_figure(fig, path, dpi: int = 150) -> Path:
+    """Save ``fig`` as a whole: written to a temporary file, then renamed over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    try:
+        fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path

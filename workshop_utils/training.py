@@ -1,0 +1,159 @@
+"""Training a population so that its refractory states sample a target distribution (BPTT, KL loss)."""
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import List, NamedTuple, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .checks import (
+    require_choice,
+    require_positive_float,
+    require_positive_int,
+    require_probability,
+    require_readout_size,
+)
+from .distribution import joint_distribution, kl_loss
+from .neurons import BACKENDS, SURROGATES, RefractoryLIFNetwork, notebook_parameters, poisson_input
+from .targets import generate_target_distribution
+
+OPTIMIZERS = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "adamw": lambda params, lr: torch.optim.AdamW(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
+    "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
+}
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Every parameter of one training run; the defaults are the original notebook's."""
+
+    neurons: int = 32  # N, size of the recurrent population
+    input_features: int = 256  # H, Poisson noise sources
+    batch_size: int = 32  # B, independent chains trained together
+    timesteps: int = 1000  # T, steps per sample (1 ms each)
+    epochs: int = 40
+    k: int = 3  # readout variables: the refractory states of neurons 1..k
+    learning_rate: float = 1e-3
+    rate: float = 0.3  # Poisson rate as a fraction of 100 Hz (0.03 spikes per step)
+    seed: int = 0
+    device: str = "cpu"
+    backend: str = "fast"
+    method: str = "tanh"  # surrogate gradient of the Heaviside steps
+    alpha: float = 100.0  # surrogate sharpness
+    optimizer: str = "adam"
+
+    def __post_init__(self):
+        for name in ("neurons", "input_features", "batch_size", "timesteps", "epochs"):
+            require_positive_int(name, getattr(self, name))
+        require_readout_size(self.k, self.neurons)
+        require_positive_float("learning_rate", self.learning_rate)
+        require_probability("rate", self.rate)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        require_choice("backend", self.backend, BACKENDS)
+        require_choice("method", self.method, SURROGATES)
+        require_positive_float("alpha", self.alpha)
+        require_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {self.device!r}") from None
+
+    def replace(self, **changes) -> "ExperimentConfig":
+        """A copy with some fields changed (and checked again)."""
+        return dataclasses.replace(self, **changes)
+
+
+class StepResult(NamedTuple):
+    loss: torch.Tensor  # scalar
+    p_sampled: torch.Tensor  # [B, 2**k]
+    refractory: torch.Tensor  # [T, B, N]
+    voltages: torch.Tensor  # [T, B, N]
+
+
+@dataclass
+class TrainingResult:
+    config: ExperimentConfig
+    model: RefractoryLIFNetwork
+    p_target: torch.Tensor  # [B, 2**k]
+    losses: List[float]
+    p_sampled: torch.Tensor  # [B, 2**k], last epoch
+    refractory: torch.Tensor  # [T, B, N], last epoch
+    voltages: torch.Tensor  # [T, B, N], last epoch
+    seconds: float  # wall time of the training loop
+
+
+def build_model(config: ExperimentConfig) -> RefractoryLIFNetwork:
+    """The population described by ``config``, weights drawn from torch's global generator."""
+    parameters = notebook_parameters(config.method, config.alpha)
+    return RefractoryLIFNetwork(
+        config.input_features, config.neurons, parameters, backend=config.backend
+    ).to(config.device)
+
+
+def training_step(model, optimizer, input_spikes, p_target, k) -> StepResult:
+    """One epoch: simulate ``[T, B, H]`` input, read out the first k refractory states, take the KL
+    between target and sampled distribution, back-propagate through time and update the weights."""
+    optimizer.zero_grad()
+    refractory, voltages = model(input_spikes)
+    p_sampled = joint_distribution(refractory[:, :, :k])
+    loss = kl_loss(p_sampled, p_target)
+    loss.backward()
+    optimizer.step()
+    return StepResult(loss.detach(), p_sampled.detach(), refractory.detach(), voltages.detach())
+
+
+def expand_target(p_target, k: int, batch_size: int, device) -> torch.Tensor:
+    """Check a target table of 2**k probabilities, ``[2**k]`` or ``[B, 2**k]``; return ``[B, 2**k]``."""
+    p_target = torch.as_tensor(p_target, dtype=torch.float32, device=device)
+    if p_target.dim() == 1:
+        p_target = p_target.unsqueeze(0).expand(batch_size, -1)
+    if p_target.dim() != 2 or p_target.shape != (batch_size, 2**k):
+        raise ValueError(
+            f"p_target must have shape [2**k] = [{2**k}] or [B, 2**k] = [{batch_size}, {2**k}], "
+            f"got {list(p_target.shape)}"
+        )
+    if not torch.isfinite(p_target).all() or (p_target < 0).any():
+        raise ValueError("p_target must hold finite, non-negative probabilities")
+    if not torch.allclose(p_target.sum(dim=1), torch.ones(batch_size, device=device), atol=1e-4):
+        raise ValueError(f"each row of p_target must sum to 1, got sums {p_target.sum(dim=1).tolist()}")
+    return p_target.contiguous()
+
+
+def train(
+    config: ExperimentConfig, p_target: Optional[torch.Tensor] = None, progress: bool = True
+) -> TrainingResult:
+    """Train a fresh population for ``config.epochs`` epochs, a fresh Poisson sample each epoch.
+
+    Without ``p_target`` the target is generated from a random population as in the notebook.
+    The same ``config.seed`` gives the same numbers on the same device.
+    """
+    torch.manual_seed(config.seed)
+    noise = torch.Generator(device=config.device).manual_seed(config.seed)
+    if p_target is None:
+        p_target = generate_target_distribution(
+            config.k, config.timesteps, config.batch_size, config.input_features, config.neurons,
+            config.rate, noise, config.backend, config.device,
+        )
+    p_target = expand_target(p_target, config.k, config.batch_size, config.device)
+    model = build_model(config)
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.learning_rate)
+
+    losses = []
+    started = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="training", disable=not progress, mininterval=0.5)
+    for _ in bar:
+        spikes = poisson_input(
+            config.rate, config.timesteps, config.batch_size, config.input_features, noise, config.device
+        )
+        step = training_step(model, optimizer, spikes, p_target, config.k)
+        losses.append(step.loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+    seconds = time.perf_counter() - started
+    return TrainingResult(
+        config, model, p_target, losses, step.p_sampled, step.refractory, step.voltages, seconds
+    )
