@@ -34,13 +34,13 @@ def test_record_holds_parameters_seed_versions_and_loss(tmp_path, result):
     assert {"python", "torch", "norse", "numpy"} <= set(record["versions"])
 
 
-def test_weights_load_into_a_fresh_model(tmp_path, result):
-    from workshop_utils import build_model
+def test_saved_model_is_rebuilt(tmp_path, result):
+    from workshop_utils import model_from_results
 
-    directory = save_results(result, tmp_path / "run")
-    model = build_model(result.config)
-    model.load_state_dict(load_results(directory)["weights"])
+    model, config = model_from_results(load_results(save_results(result, tmp_path / "run")))
+    assert config == result.config
     assert torch.equal(model.recurrent_weights, result.model.recurrent_weights)
+    assert torch.equal(model.input_weights, result.model.input_weights)
 
 
 def test_overwrite_replaces_everything(tmp_path, result):

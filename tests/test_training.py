@@ -99,3 +99,20 @@ def test_target_rejects_k_larger_than_n(generator):
 def test_config_round_trips_through_a_dict():
     config = ExperimentConfig(**SMALL)
     assert ExperimentConfig(**dataclasses.asdict(config)) == config
+
+
+def test_timesteps_ramp():
+    config = ExperimentConfig(timesteps=1000, final_timesteps=4000, epochs=5)
+    assert [config.timesteps_at(e) for e in range(5)] == [1000, 1414, 2000, 2828, 4000]
+    assert ExperimentConfig(timesteps=300, epochs=5).timesteps_at(4) == 300
+
+
+def test_ramped_training_ends_at_the_final_length():
+    result = train(ExperimentConfig(**SMALL, final_timesteps=160, lr_schedule="cosine"), progress=False)
+    assert result.refractory.shape[0] == 160 and len(result.losses) == 3
+
+
+@pytest.mark.parametrize("change, match", [({"lr_schedule": "linear"}, "lr_schedule"), ({"final_timesteps": 0}, "final_timesteps")])
+def test_bad_schedules_are_rejected(change, match):
+    with pytest.raises(ValueError, match=match):
+        ExperimentConfig(**SMALL, **change)

@@ -3,7 +3,7 @@
 from .distribution import joint_distribution, kl_loss, state_labels
 from .neurons import NetworkTrace, RefractoryLIFNetwork, notebook_parameters, poisson_input
 from .paths import workshop_root
-from .results_io import load_results, save_results
+from .results_io import load_results, model_from_results, save_results
 from .targets import generate_target_distribution
 from .training import ExperimentConfig, TrainingResult, build_model, train, training_step
 
@@ -17,6 +17,7 @@ __all__ = [
     "joint_distribution",
     "kl_loss",
     "load_results",
+    "model_from_results",
     "notebook_parameters",
     "poisson_input",
     "save_results",

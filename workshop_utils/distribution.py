@@ -42,3 +42,33 @@ def kl_loss(p_sampled: torch.Tensor, p_target: torch.Tensor, floor: float = 1e-7
     return torch.nn.functional.kl_div(
         torch.log(p_sampled.clamp(min=floor)), p_target, reduction="batchmean"
     )
+
+
+def kl_per_chain(p_sampled: torch.Tensor, p_target: torch.Tensor, floor: float = 1e-7) -> torch.Tensor:
+    """KL(p_target || p_sampled) of each row, ``[B]``, clamped like :func:`kl_loss` (whose mean it is).
+
+    ``p_target`` may be one table ``[S]`` shared by all rows of ``p_sampled`` ``[B, S]``.
+    """
+    p_target = p_target.expand_as(p_sampled)
+    return torch.nn.functional.kl_div(
+        torch.log(p_sampled.clamp(min=floor)), p_target, reduction="none"
+    ).sum(dim=-1)
+
+
+def boltzmann_distribution(coupling: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Exact p(z) proportional to exp(z^T W z / 2 + b^T z) over z in {0, 1}^k, as ``[2**k]``.
+
+    ``coupling`` W is a symmetric ``[k, k]`` matrix (its diagonal acts like a bias, since z_j^2 = z_j),
+    ``bias`` b is ``[k]``. States are ordered as in :func:`joint_distribution`.
+    """
+    require_shape("bias", bias, ("k",))
+    k = require_positive_int("k (length of bias)", bias.shape[0])
+    require_shape("coupling", coupling, (k, k))
+    if not torch.allclose(coupling, coupling.T):
+        raise ValueError("coupling must be a symmetric [k, k] matrix")
+    if k > 20:
+        raise ValueError(f"k must be at most 20 for exact enumeration, got {k}")
+    bits = torch.arange(2**k).unsqueeze(1).bitwise_right_shift(torch.arange(k - 1, -1, -1)) & 1
+    z = bits.to(coupling.dtype)  # [2**k, k], z_1 is the most significant bit
+    energy = 0.5 * torch.einsum("si,ij,sj->s", z, coupling, z) + z @ bias
+    return torch.softmax(energy, dim=0)

@@ -77,6 +77,7 @@ class NetworkTrace(NamedTuple):
     rho: torch.Tensor  # refractory counter rho', 0 .. rho_reset
     refractory: torch.Tensor  # Theta(rho'), 0/1 with a surrogate gradient
     voltages: torch.Tensor  # v'
+    final_state: LIFRefracState  # state after the last step, each field [B, N]; continues a run
 
 
 class RefractoryLIFNetwork(torch.nn.Module):
@@ -122,33 +123,39 @@ class RefractoryLIFNetwork(torch.nn.Module):
         zeros = torch.zeros(batch_size, self.neurons, device=device)
         return LIFRefracState(LIFState(zeros, torch.full_like(zeros, self.v_init), zeros), zeros)
 
-    def trace(self, input_spikes: torch.Tensor) -> NetworkTrace:
-        """Simulate ``[T, B, H]`` input spikes; every field of the result is ``[T, B, N]``."""
+    def trace(self, input_spikes: torch.Tensor, state: Optional[LIFRefracState] = None) -> NetworkTrace:
+        """Simulate ``[T, B, H]`` input spikes from ``state`` (default: :meth:`initial_state`).
+
+        Every recorded field of the result is ``[T, B, N]``; ``final_state`` continues the run.
+        """
         require_shape("input_spikes", input_spikes, ("T", "B", self.input_features))
         if input_spikes.shape[0] < 1 or input_spikes.shape[1] < 1:
             raise ValueError(f"input_spikes must have T >= 1 and B >= 1, got shape {list(input_spikes.shape)}")
+        if state is None:
+            state = self.initial_state(input_spikes.shape[1], input_spikes.device)
         if self.backend == "fast":
             from .fast_lif import lif_refrac_fast
 
+            # TODO(owner): pass `state` once fast_lif takes an initial state
             spikes, rho, voltages = lif_refrac_fast(
                 input_spikes, self.input_weights, self.recurrent_weights, self.p, self.dt, self.v_init
             )
+            final_state = None
         else:
-            spikes, rho, voltages = self._norse_loop(input_spikes)
+            spikes, rho, voltages, final_state = self._norse_loop(input_spikes, state)
         refractory = threshold(rho, self.p.lif.method, self.p.lif.alpha)
-        return NetworkTrace(spikes, rho, refractory, voltages)
+        return NetworkTrace(spikes, rho, refractory, voltages, final_state)
 
     def forward(self, input_spikes: torch.Tensor):
         """``[T, B, H]`` input spikes -> (refractory states, voltages), both ``[T, B, N]``."""
         trace = self.trace(input_spikes)
         return trace.refractory, trace.voltages
 
-    def _norse_loop(self, input_spikes: torch.Tensor):
-        state = self.initial_state(input_spikes.shape[1], input_spikes.device)
+    def _norse_loop(self, input_spikes: torch.Tensor, state: LIFRefracState):
         spikes, rho, voltages = [], [], []
         for x in input_spikes:
             z, state = self.cell(x, state)
             spikes.append(z.detach())
             rho.append(state.rho)
             voltages.append(state.lif.v)
-        return torch.stack(spikes), torch.stack(rho), torch.stack(voltages)
+        return torch.stack(spikes), torch.stack(rho), torch.stack(voltages), state

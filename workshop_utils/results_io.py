@@ -93,3 +93,13 @@ def load_results(directory, produced_by: str = "notebooks/03_training.ipynb") ->
     loaded["weights"] = torch.load(directory / WEIGHTS_FILE, weights_only=True)
     loaded["record"] = json.loads((directory / RECORD_FILE).read_text())
     return loaded
+
+
+def model_from_results(saved: Dict, device="cpu"):
+    """The trained network and its config, rebuilt from what :func:`load_results` returned."""
+    from .training import ExperimentConfig, build_model
+
+    config = ExperimentConfig(**{**saved["record"]["parameters"], "device": str(device)})
+    model = build_model(config)
+    model.load_state_dict(saved["weights"])
+    return model, config

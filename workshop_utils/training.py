@@ -25,6 +25,7 @@ OPTIMIZERS = {
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
     "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
 }
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ExperimentConfig:
     method: str = "tanh"  # surrogate gradient of the Heaviside steps
     alpha: float = 100.0  # surrogate sharpness
     optimizer: str = "adam"
+    lr_schedule: str = "constant"  # or "cosine": decay to 5% of learning_rate over the epochs
+    final_timesteps: Optional[int] = None  # if set, T grows geometrically to this by the last epoch
 
     def __post_init__(self):
         for name in ("neurons", "input_features", "batch_size", "timesteps", "epochs"):
@@ -58,6 +61,9 @@ class ExperimentConfig:
         require_choice("method", self.method, SURROGATES)
         require_positive_float("alpha", self.alpha)
         require_choice("optimizer", self.optimizer, tuple(OPTIMIZERS))
+        require_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.final_timesteps is not None:
+            require_positive_int("final_timesteps", self.final_timesteps)
         try:
             torch.device(self.device)
         except RuntimeError:
@@ -66,6 +72,13 @@ class ExperimentConfig:
     def replace(self, **changes) -> "ExperimentConfig":
         """A copy with some fields changed (and checked again)."""
         return dataclasses.replace(self, **changes)
+
+    def timesteps_at(self, epoch: int) -> int:
+        """T of epoch ``epoch`` (0-based): ``timesteps``, or a geometric ramp to ``final_timesteps``."""
+        if self.final_timesteps is None or self.epochs == 1:
+            return self.timesteps
+        growth = (self.final_timesteps / self.timesteps) ** (epoch / (self.epochs - 1))
+        return int(round(self.timesteps * growth))
 
 
 class StepResult(NamedTuple):
@@ -142,15 +155,22 @@ def train(
     p_target = expand_target(p_target, config.k, config.batch_size, config.device)
     model = build_model(config)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.learning_rate)
+    schedule = None
+    if config.lr_schedule == "cosine":
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.epochs, eta_min=0.05 * config.learning_rate
+        )
 
     losses = []
     started = time.perf_counter()
     bar = tqdm(range(config.epochs), desc="training", disable=not progress, mininterval=0.5)
-    for _ in bar:
+    for epoch in bar:
         spikes = poisson_input(
-            config.rate, config.timesteps, config.batch_size, config.input_features, noise, config.device
+            config.rate, config.timesteps_at(epoch), config.batch_size, config.input_features, noise, config.device
         )
         step = training_step(model, optimizer, spikes, p_target, config.k)
+        if schedule is not None:
+            schedule.step()
         losses.append(step.loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
     seconds = time.perf_counter() - started

@@ -1,0 +1,79 @@
+import itertools
+import math
+
+import pytest
+import torch
+
+from workshop_utils import RefractoryLIFNetwork, joint_distribution, poisson_input
+from workshop_utils.distribution import boltzmann_distribution, kl_per_chain
+from workshop_utils.evaluation import long_run_distribution, noise_floor, state_counts
+
+
+def small_network(seed=0, backend="norse"):
+    torch.manual_seed(seed)
+    return RefractoryLIFNetwork(32, 8, backend=backend)
+
+
+def test_chunked_counts_equal_one_long_run():
+    network = small_network()
+    chunked = state_counts(network, 2, 0.3, 300, 3, torch.Generator().manual_seed(7), chunk=70)
+    # the same input, drawn chunk by chunk, simulated in one go
+    g = torch.Generator().manual_seed(7)
+    spikes = torch.cat([poisson_input(0.3, n, 3, 32, g) for n in (70, 70, 70, 70, 20)])
+    with torch.no_grad():
+        refractory, _ = network(spikes)
+    assert torch.allclose(chunked.float(), joint_distribution(refractory[:, :, :2]) * 300, atol=1e-3)
+
+
+def test_burn_in_is_not_counted():
+    counts = state_counts(small_network(), 3, 0.3, 200, 2, torch.Generator().manual_seed(0), chunk=64, burn_in=50)
+    assert torch.allclose(counts.sum(dim=1), torch.full((2,), 200.0, dtype=torch.float64))
+
+
+def test_long_run_is_a_distribution_and_converges():
+    network = small_network()
+    p1 = long_run_distribution(network, 3, steps=3000, chains=8, generator=torch.Generator().manual_seed(1))
+    p2 = long_run_distribution(network, 3, steps=3000, chains=8, generator=torch.Generator().manual_seed(2))
+    assert p1.shape == (8,) and abs(p1.sum().item() - 1) < 1e-5
+    # two independent long runs agree far better than single short chains do
+    assert kl_per_chain(p2.unsqueeze(0), p1).item() < 0.01
+
+
+def test_noise_floor_falls_like_one_over_t():
+    network = small_network()
+    reference = long_run_distribution(network, 2, steps=4000, chains=16, generator=torch.Generator().manual_seed(3))
+    short = noise_floor(network, 2, 200, reference, chains=64, generator=torch.Generator().manual_seed(4))
+    long = noise_floor(network, 2, 1600, reference, chains=64, generator=torch.Generator().manual_seed(5))
+    assert short.per_chain.shape == (64,)
+    assert long.mean < short.mean
+    assert 3 < short.mean / long.mean < 20  # 8x more steps: about 8x less KL
+
+
+def test_evaluation_rejects_bad_arguments():
+    network = small_network()
+    with pytest.raises(ValueError, match="k"):
+        state_counts(network, 9, 0.3, 10, 2)
+    with pytest.raises(ValueError, match="steps"):
+        state_counts(network, 2, 0.3, 0, 2)
+    with pytest.raises(ValueError, match="rate"):
+        state_counts(network, 2, 2.0, 10, 2)
+    with pytest.raises(ValueError, match="burn_in"):
+        state_counts(network, 2, 0.3, 10, 2, burn_in=-1)
+
+
+def test_boltzmann_is_exact():
+    coupling = torch.tensor([[0.0, 1.0, -0.5], [1.0, 0.0, 0.3], [-0.5, 0.3, 0.0]])
+    bias = torch.tensor([-1.0, 0.2, 0.5])
+    p = boltzmann_distribution(coupling, bias)
+    weights = []
+    for bits in itertools.product([0, 1], repeat=3):
+        z = torch.tensor(bits, dtype=torch.float32)
+        weights.append(math.exp(0.5 * z @ coupling @ z + bias @ z))
+    assert torch.allclose(p, torch.tensor(weights) / sum(weights), atol=1e-6)
+
+
+def test_boltzmann_rejects_bad_input():
+    with pytest.raises(ValueError, match="symmetric"):
+        boltzmann_distribution(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.zeros(2))
+    with pytest.raises(ValueError, match="coupling"):
+        boltzmann_distribution(torch.zeros(3, 3), torch.zeros(2))

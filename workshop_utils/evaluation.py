@@ -1,0 +1,117 @@
+"""Honest fidelity: a trained network's long-run distribution, and the noise floor of a T-step estimate.
+
+The training loss compares the target with a distribution estimated from only T correlated steps
+per chain, so it stays above zero even for a perfect sampler. Here the network runs for a long time
+instead, in chunks so memory stays flat, without autograd.
+"""
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from .checks import require_positive_int, require_probability, require_readout_size
+from .distribution import joint_distribution, kl_per_chain
+from .neurons import RefractoryLIFNetwork, poisson_input
+
+
+def state_counts(
+    model: RefractoryLIFNetwork,
+    k: int,
+    rate: float,
+    steps: int,
+    chains: int,
+    generator: Optional[torch.Generator] = None,
+    chunk: int = 1000,
+    burn_in: int = 0,
+) -> torch.Tensor:
+    """How often each chain visits each of the 2**k joint states in ``steps`` steps, ``[chains, 2**k]``.
+
+    The chains start from the model's initial state; the first ``burn_in`` steps are not counted.
+    The run is cut into chunks of ``chunk`` steps, each continuing from the last state.
+    """
+    require_readout_size(k, model.neurons)
+    require_probability("rate", rate)
+    steps, chains, chunk = (require_positive_int(n, v) for n, v in (("steps", steps), ("chains", chains), ("chunk", chunk)))
+    if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
+        raise ValueError(f"burn_in must be a non-negative integer, got {burn_in!r}")
+    device = model.input_weights.device
+    counts = torch.zeros(chains, 2**k, dtype=torch.float64, device=device)
+    state = model.initial_state(chains, device)
+    done = -burn_in
+    with torch.no_grad():
+        while done < steps:
+            length = min(chunk, steps - done) if done >= 0 else min(chunk, -done)
+            spikes = poisson_input(rate, length, chains, model.input_features, generator, device)
+            trace = model.trace(spikes, state)
+            state = trace.final_state
+            if done >= 0:
+                counts += joint_distribution(trace.refractory[:, :, :k]).double() * length
+            done += length
+    return counts
+
+
+def long_run_distribution(
+    model: RefractoryLIFNetwork,
+    k: int,
+    rate: float = 0.3,
+    steps: int = 20_000,
+    chains: int = 32,
+    generator: Optional[torch.Generator] = None,
+    burn_in: int = 100,
+    chunk: int = 1000,
+) -> torch.Tensor:
+    """The network's stationary distribution of its first k refractory states, ``[2**k]``, pooled
+    over ``chains`` chains of ``steps`` steps (640,000 samples by default) after a burn-in."""
+    counts = state_counts(model, k, rate, steps, chains, generator, chunk, burn_in)
+    return (counts.sum(dim=0) / counts.sum()).float()
+
+
+class NoiseFloor(NamedTuple):
+    mean: float  # expected KL(p_reference || p_T) of a T-step estimate p_T
+    std: float  # its spread over chains
+    per_chain: torch.Tensor  # [chains]
+
+
+def noise_floor(
+    model: RefractoryLIFNetwork,
+    k: int,
+    timesteps: int,
+    p_reference: torch.Tensor,
+    rate: float = 0.3,
+    chains: int = 256,
+    generator: Optional[torch.Generator] = None,
+    chunk: int = 1000,
+) -> NoiseFloor:
+    """The KL that a T-step estimate scores against ``p_reference`` ``[2**k]``, over independent chains
+    started as in training. With ``p_reference`` the model's own long-run distribution this is the
+    loss a perfect sampler of that distribution would show: the part of the training loss that is noise."""
+    counts = state_counts(model, k, rate, timesteps, chains, generator, chunk)
+    per_chain = kl_per_chain((counts / timesteps).float(), p_reference.to(counts.device).float())
+    return NoiseFloor(per_chain.mean().item(), per_chain.std().item(), per_chain)
+
+
+class Fidelity(NamedTuple):
+    p_long_run: torch.Tensor  # [2**k], the network's stationary distribution
+    long_run_kl: float  # KL(p_target || p_long_run): how good the sampler really is
+    noise_floor: float  # expected KL(p_long_run || p_T) of a T-step estimate: the loss's noise part
+    noise_floor_std: float
+
+
+def evaluate_fidelity(
+    model: RefractoryLIFNetwork,
+    p_target: torch.Tensor,
+    k: int,
+    timesteps: int,
+    rate: float = 0.3,
+    steps: int = 20_000,
+    chains: int = 32,
+    noise_chains: int = 256,
+    seed: int = 0,
+) -> Fidelity:
+    """Long-run KL against the target ``[2**k]`` (or ``[B, 2**k]``, row 0) and the noise floor at T."""
+    p_target = p_target[0] if p_target.dim() == 2 else p_target
+    generator = torch.Generator(device=model.input_weights.device).manual_seed(seed)
+    p_long_run = long_run_distribution(model, k, rate, steps, chains, generator)
+    long_run_kl = kl_per_chain(p_long_run.unsqueeze(0), p_target.to(p_long_run.device)).item()
+    floor = noise_floor(model, k, timesteps, p_long_run, rate, noise_chains, generator)
+    return Fidelity(p_long_run, long_run_kl, floor.mean, floor.std)
