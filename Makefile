@@ -3,6 +3,8 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.md))
+# Notebooks with a full-size parameter file run at that size under `make exercises`.
+FULL_SIZE := $(sort $(wildcard notebooks/full_size/*.yaml))
 EXECUTED := results/executed
 # Kernels come from the virtual environment, whatever the user has installed elsewhere.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
@@ -10,7 +12,7 @@ export MPLBACKEND := Agg
 # Extra papermill arguments for `make run`, e.g. PARAMS="-p epochs 80 -p seed 3".
 PARAMS ?=
 
-.PHONY: install run test unit-test notebook-test notebooks lab clean
+.PHONY: install run exercises test unit-test notebook-test notebooks lab clean
 
 install: $(INSTALLED)
 
@@ -30,6 +32,17 @@ run: $(INSTALLED)
 			notebooks/$$name.ipynb $(EXECUTED)/$$name.ipynb; \
 	done
 	@echo "Executed notebooks: $(EXECUTED)/; results: results/; figure: images/stochastic_computing.png"
+
+# The exercises and the five-variable run at full size; figures go to images/.
+exercises: $(INSTALLED)
+	mkdir -p $(EXECUTED)
+	set -e; for yaml in $(FULL_SIZE); do \
+		name=$$(basename $$yaml .yaml); \
+		echo "== $$name (full size)"; start=$$(date +%s); \
+		$(VENV)/bin/papermill --cwd notebooks --kernel python3 --no-progress-bar \
+			-f $$yaml notebooks/$$name.ipynb $(EXECUTED)/$$name-full.ipynb; \
+		echo "   $$name took $$(( $$(date +%s) - start )) s"; \
+	done
 
 test: unit-test notebook-test
 

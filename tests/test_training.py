@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 import torch
 
-from workshop_utils import ExperimentConfig, generate_target_distribution, train
+from workshop_utils import ExperimentConfig, generate_target_distribution, target_for, train
 from workshop_utils.training import OPTIMIZERS
 
 SMALL = dict(neurons=8, input_features=32, batch_size=4, timesteps=100, epochs=3, backend="norse")
@@ -24,9 +24,11 @@ def test_other_seed_other_numbers():
 
 
 def test_training_reduces_the_loss():
-    result = train(ExperimentConfig(**{**SMALL, "timesteps": 300, "epochs": 25}, learning_rate=3e-3, k=2), progress=False)
+    """Both refractory at once 70% of the time, far from the untrained network's 8%."""
+    config = ExperimentConfig(neurons=8, input_features=32, batch_size=8, timesteps=500, epochs=30, k=2, learning_rate=1e-2)
+    result = train(config, p_target=torch.tensor([0.1, 0.1, 0.1, 0.7]), progress=False)
     assert all(torch.isfinite(torch.tensor(result.losses)))
-    assert sum(result.losses[-5:]) < 0.6 * sum(result.losses[:5]), result.losses
+    assert sum(result.losses[-5:]) < 0.5 * sum(result.losses[:5]), result.losses
 
 
 def test_result_shapes():
@@ -81,6 +83,16 @@ def test_bad_target_tables_are_rejected(table, match):
 def test_bad_parameters_name_the_parameter(change, match):
     with pytest.raises(ValueError, match=match):
         ExperimentConfig(**{**SMALL, **change})
+
+
+def test_target_and_training_seeds_are_independent():
+    base = ExperimentConfig(**SMALL)
+    assert torch.equal(target_for(base), target_for(base.replace(seed=7)))
+    assert not torch.equal(target_for(base), target_for(base.replace(target_seed=7)))
+    table = torch.full((8,), 1 / 8)
+    first = train(base, p_target=table, progress=False)
+    second = train(base.replace(target_seed=7), p_target=table, progress=False)
+    assert first.losses == second.losses, "the target seed must not change the training's random numbers"
 
 
 def test_target_is_chain_zero_repeated(generator):

@@ -5,7 +5,7 @@ from .neurons import NetworkTrace, RefractoryLIFNetwork, notebook_parameters, po
 from .paths import workshop_root
 from .results_io import load_results, model_from_results, save_results
 from .targets import generate_target_distribution
-from .training import ExperimentConfig, TrainingResult, build_model, train, training_step
+from .training import ExperimentConfig, TrainingResult, build_model, target_for, train, training_step
 
 __all__ = [
     "ExperimentConfig",
@@ -22,6 +22,7 @@ __all__ = [
     "poisson_input",
     "save_results",
     "state_labels",
+    "target_for",
     "train",
     "training_step",
     "workshop_root",

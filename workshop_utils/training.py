@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from typing import List, NamedTuple, Optional
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -40,7 +41,8 @@ class ExperimentConfig:
     k: int = 3  # readout variables: the refractory states of neurons 1..k
     learning_rate: float = 1e-3
     rate: float = 0.3  # Poisson rate as a fraction of 100 Hz (0.03 spikes per step)
-    seed: int = 0
+    seed: int = 0  # the trained network's initial weights and its training noise
+    target_seed: int = 0  # the random population that generates the target, and its noise
     device: str = "cpu"
     backend: str = "fast"
     method: str = "tanh"  # surrogate gradient of the Heaviside steps
@@ -55,8 +57,10 @@ class ExperimentConfig:
         require_readout_size(self.k, self.neurons)
         require_positive_float("learning_rate", self.learning_rate)
         require_probability("rate", self.rate)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("seed", "target_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         require_choice("backend", self.backend, BACKENDS)
         require_choice("method", self.method, SURROGATES)
         require_positive_float("alpha", self.alpha)
@@ -98,6 +102,25 @@ class TrainingResult:
     refractory: torch.Tensor  # [T, B, N], last epoch
     voltages: torch.Tensor  # [T, B, N], last epoch
     seconds: float  # wall time of the training loop
+
+
+def seeded_streams(seed: int, stream: str, device="cpu") -> torch.Generator:
+    """Seed torch's global generator (Norse draws initial weights from it) and return a generator for
+    Poisson noise, both from (seed, stream): the target and the training never share random numbers."""
+    entropy = [seed, {"target": 0, "training": 1}[stream]]
+    derived = int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+    torch.manual_seed(derived)
+    return torch.Generator(device=device).manual_seed(derived)
+
+
+def target_for(config: ExperimentConfig) -> torch.Tensor:
+    """The notebook's target for ``config``, ``[B, 2**k]``: a random population drawn from
+    ``config.target_seed``, its first k refractory states over T steps."""
+    generator = seeded_streams(config.target_seed, "target", config.device)
+    return generate_target_distribution(
+        config.k, config.timesteps, config.batch_size, config.input_features, config.neurons,
+        config.rate, generator, config.backend, config.device,
+    )
 
 
 def build_model(config: ExperimentConfig) -> RefractoryLIFNetwork:
@@ -142,17 +165,12 @@ def train(
 ) -> TrainingResult:
     """Train a fresh population for ``config.epochs`` epochs, a fresh Poisson sample each epoch.
 
-    Without ``p_target`` the target is generated from a random population as in the notebook.
-    The same ``config.seed`` gives the same numbers on the same device.
+    Without ``p_target`` the target is :func:`target_for` ``(config)``. The same config gives the same
+    numbers on the same device.
     """
-    torch.manual_seed(config.seed)
-    noise = torch.Generator(device=config.device).manual_seed(config.seed)
-    if p_target is None:
-        p_target = generate_target_distribution(
-            config.k, config.timesteps, config.batch_size, config.input_features, config.neurons,
-            config.rate, noise, config.backend, config.device,
-        )
+    p_target = target_for(config) if p_target is None else p_target
     p_target = expand_target(p_target, config.k, config.batch_size, config.device)
+    noise = seeded_streams(config.seed, "training", config.device)
     model = build_model(config)
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config.learning_rate)
     schedule = None

@@ -1,0 +1,164 @@
+"""Seconds per training step (forward, BPTT, Adam) of backend "norse" and "fast", side by side.
+
+    python benchmarks/benchmark_training_step.py                       # T = 250, 1000, 4000, 8000
+    python benchmarks/benchmark_training_step.py --timesteps 250 --repeats 3
+
+Both backends run in this one process with interleaved repetitions (norse, fast, norse, fast, ...);
+the table shows the median. Peak memory is measured separately, one fresh subprocess per backend and
+T: the growth of the process's peak resident set size (``ru_maxrss``) over one training step, after
+imports, model, input and one warm-up step are in place -- i.e. the extra host memory a step needs at
+its peak (tensors, autograd graph, allocator slack), not including the Python/torch baseline.
+The cold first call of the fast path (numba compiling into an empty NUMBA_CACHE_DIR) and the warm one
+(loading from that cache) are timed in fresh subprocesses too.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input  # noqa: E402
+
+try:
+    from workshop_utils.distribution import joint_distribution
+except ImportError:  # a local copy for k variables: p[b, s] = mean_t prod_j (z_j or 1 - z_j)
+
+    def joint_distribution(states):
+        joint = torch.ones(*states.shape[:2], 1, dtype=states.dtype)
+        for j in range(states.shape[2]):
+            z = states[:, :, j : j + 1]
+            joint = torch.stack([joint * (1 - z), joint * z], dim=-1).flatten(start_dim=2)
+        return joint.mean(dim=0)
+
+
+def make_step(backend, T, B, N, H, k, device, seed=0):
+    """A closure running one training step on fixed weights, input and target."""
+    torch.manual_seed(seed)
+    network = RefractoryLIFNetwork(H, N, notebook_parameters(), backend=backend).to(device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    x = poisson_input(0.3, T, B, H, torch.Generator().manual_seed(seed)).to(device)
+    target = torch.softmax(torch.randn(2**k, generator=torch.Generator().manual_seed(seed)), 0).to(device)
+
+    def step():
+        optimizer.zero_grad()
+        refractory, _ = network(x)
+        p = joint_distribution(refractory[:, :, :k])
+        loss = torch.nn.functional.kl_div(torch.log(p.clamp(min=1e-7)), target.expand_as(p), reduction="batchmean")
+        loss.backward()
+        optimizer.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+        return float(loss)
+
+    return step
+
+
+def timed(step):
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def peak_memory_child(backend, T, B, N, H, k, device):
+    """Runs in a subprocess: peak RSS growth (MiB) over one training step, after a warm-up step."""
+    step = make_step(backend, T, B, N, H, k, device)
+    step()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    step()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return (after - before) / 1024, before / 1024  # Linux reports KiB
+
+
+def first_call_child(T):
+    """Runs in a subprocess: seconds to import fast_lif and run its first forward + backward."""
+    start = time.perf_counter()
+    from workshop_utils import fast_lif
+
+    network = RefractoryLIFNetwork(256, 32, notebook_parameters(), backend="fast")
+    _, voltages = network(poisson_input(0.3, T, 32, 256))
+    voltages.sum().backward()
+    return time.perf_counter() - start, fast_lif.fast_path_available()
+
+
+def run_child(args, env=None):
+    command = [sys.executable, __file__, "--child", json.dumps(args)]
+    out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--timesteps", type=int, nargs="+", default=[250, 1000, 4000, 8000])
+    parser.add_argument("--repeats", type=int, default=5, help="timed steps per backend at T <= 1000")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--neurons", type=int, default=32)
+    parser.add_argument("--inputs", type=int, default=256)
+    parser.add_argument("--k", type=int, default=3, help="readout variables")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        task = json.loads(args.child)
+        result = peak_memory_child(*task["memory"]) if "memory" in task else first_call_child(task["first_call"])
+        print(json.dumps(result))
+        return
+
+    from workshop_utils import fast_lif
+
+    B, N, H, k, device = args.batch, args.neurons, args.inputs, args.k, args.device
+    numba_threads = fast_lif.numba.get_num_threads() if fast_lif.numba is not None else 0
+    print(f"B={B}, N={N}, H={H}, k={k}, device={device}; torch threads: {torch.get_num_threads()} (torch's default), "
+          f"numba threads: {numba_threads}, fast path available: {fast_lif.fast_path_available()}")
+    print()
+    print("| T | norse s/step | fast s/step | speed-up | reps (norse/fast) | norse peak MiB | fast peak MiB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for T in args.timesteps:
+        steps = {backend: make_step(backend, T, B, N, H, k, device) for backend in ("norse", "fast")}
+        # the Norse loop takes seconds per step at T >= 4000: fewer repetitions there
+        reps = {"norse": max(1, min(args.repeats, args.repeats * 1000 // T)), "fast": args.repeats}
+        steps["fast"]()  # warm-up: allocator, kernel dispatch
+        if T <= 1000:
+            steps["norse"]()
+        times = {"norse": [], "fast": []}
+        for rep in range(args.repeats):
+            for backend in ("norse", "fast"):
+                if rep < reps[backend]:
+                    times[backend].append(timed(steps[backend]))
+        norse, fast = (statistics.median(times[backend]) for backend in ("norse", "fast"))
+        memory = {}
+        for backend in ("norse", "fast"):
+            if args.no_memory:
+                memory[backend] = "-"
+            else:
+                grown, _ = run_child({"memory": [backend, T, B, N, H, k, device]})
+                memory[backend] = f"{grown:.0f}"
+        print(f"| {T} | {norse:.4f} | {fast:.4f} | {norse / fast:.1f}x | {reps['norse']}/{reps['fast']} "
+              f"| {memory['norse']} | {memory['fast']} |", flush=True)
+
+    print()
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        cold, available = run_child({"first_call": 250}, env)
+        warm, _ = run_child({"first_call": 250}, env)
+    default, _ = run_child({"first_call": 250})
+    print(f"First call of the fast path in a fresh process (import + T=250 forward/backward), numba available: "
+          f"{available}:")
+    print(f"  cold (empty NUMBA_CACHE_DIR): {cold:.2f} s; warm (same cache dir): {warm:.2f} s; "
+          f"default cache location: {default:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""The fused kernels of workshop_utils.fast_lif against Norse's cell looped over time (backend "norse")."""
+
+import warnings
+
+import pytest
+import torch
+from norse.torch.functional.threshold import threshold
+
+from workshop_utils import fast_lif
+from workshop_utils.distribution import joint_distribution
+from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input
+
+
+def relative_error(value, reference):
+    return float((value - reference).norm() / reference.norm())
+
+
+def simulate(backend, method, T, seed, B=32, N=32, H=256, implementation=None):
+    """Trace, and weight gradients of a loss that uses the refractory readout and the voltages."""
+    torch.manual_seed(seed)
+    network = RefractoryLIFNetwork(H, N, notebook_parameters(method), backend=backend)
+    x = poisson_input(0.3, T, B, H, torch.Generator().manual_seed(1000 + seed))
+    if implementation is None:
+        trace = network.trace(x)
+        spikes, rho, refractory, voltages = trace.spikes, trace.rho, trace.refractory, trace.voltages
+    else:
+        spikes, rho, voltages = fast_lif.lif_refrac_fast(
+            x, network.input_weights, network.recurrent_weights, network.p, network.dt, network.v_init,
+            implementation=implementation,
+        )
+        refractory = threshold(rho, network.p.lif.method, network.p.lif.alpha)
+    p = joint_distribution(refractory[:, :, :3])
+    kl = torch.nn.functional.kl_div(torch.log(p.clamp(min=1e-7)), torch.full_like(p, 1 / 8), reduction="batchmean")
+    loss = kl + 0.1 * (voltages - 0.5).pow(2).mean()
+    loss.backward()
+    return spikes, rho.detach(), voltages.detach(), network.input_weights.grad, network.recurrent_weights.grad
+
+
+def assert_same(fast, norse):
+    spikes, rho, voltages, grad_in, grad_rec = fast
+    spikes_ref, rho_ref, voltages_ref, grad_in_ref, grad_rec_ref = norse
+    assert spikes_ref.sum() > 100, "the population should be active"
+    mismatch = (spikes != spikes_ref).nonzero()
+    assert len(mismatch) == 0, f"spikes differ first at [t, b, n] = {mismatch[0].tolist()}"
+    assert torch.equal(rho, rho_ref)
+    assert (voltages - voltages_ref).abs().max() <= 1e-4
+    assert torch.isfinite(grad_in).all() and torch.isfinite(grad_rec).all()
+    assert grad_in_ref.norm() > 0 and grad_rec_ref.norm() > 0
+    assert relative_error(grad_in, grad_in_ref) < 1e-3
+    assert relative_error(grad_rec, grad_rec_ref) < 1e-3
+    assert torch.all(grad_rec.diagonal() == 0)
+
+
+requires_numba = pytest.mark.skipif(not fast_lif.fast_path_available(), reason="numba kernels unavailable")
+
+
+@requires_numba
+@pytest.mark.parametrize(
+    "method, T, seed",
+    [("tanh", 1000, 0), ("tanh", 1000, 1), ("tanh", 300, 2), ("heavi_erfc", 1000, 3), ("heavi_erfc", 300, 4)],
+)
+def test_fast_path_matches_norse(method, T, seed):
+    """Same spikes and refractory counters, voltages, and weight gradients as Norse's loop; over
+    T = 1000 with tanh this is also the check that the gradients stay finite."""
+    assert_same(simulate("fast", method, T, seed), simulate("norse", method, T, seed))
+
+
+@requires_numba
+def test_voltages_are_bit_identical_where_the_summation_order_is_reproduced():
+    """Where fast_lif found MKL's summation order for the shape (the workshop's, on this machine),
+    the kernel performs Norse's float32 operations exactly: the voltages are identical, not just close."""
+    B, N, H = 32, 32, 256
+    if not (fast_lif._summation_chunk(B, H, N) and fast_lif._summation_chunk(B, N, N)):
+        pytest.skip("this BLAS sums in an order fast_lif does not reproduce")
+    fast, norse = simulate("fast", "tanh", 300, 10), simulate("norse", "tanh", 300, 10)
+    assert torch.equal(fast[2], norse[2])
+
+
+@requires_numba
+def test_super_surrogate_matches_norse_while_it_is_finite():
+    """Norse's "super" ignores alpha and explodes over long runs; over 100 steps it is still finite."""
+    assert_same(simulate("fast", "super", 100, 5), simulate("norse", "super", 100, 5))
+
+
+@requires_numba
+def test_small_odd_shapes_match_norse():
+    assert_same(
+        simulate("fast", "tanh", 400, 6, B=5, N=12, H=40), simulate("norse", "tanh", 400, 6, B=5, N=12, H=40)
+    )
+
+
+@requires_numba
+@pytest.mark.parametrize("method", ["tanh", "heavi_erfc", "super"])
+def test_surrogate_is_norses_backward(method):
+    x = torch.cat([torch.linspace(-0.2, 0.2, 801), torch.arange(0.0, 11.0), torch.tensor([-3.0, 1e-3, -1e-3])])
+    x.requires_grad_(True)
+    alpha = torch.as_tensor(100.0)
+    (expected,) = torch.autograd.grad(threshold(x, method, alpha).sum(), x)
+    code = fast_lif._METHOD_CODES[method]
+    ours = torch.tensor([float(fast_lif._surrogate(fast_lif.np.float32(v), code, fast_lif.np.float32(100.0)))
+                         for v in x.detach()])
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-7)
+    assert torch.equal(ours == 0, expected == 0)
+
+
+@requires_numba
+def test_recurrent_gradient_has_zero_diagonal_without_norses_hook():
+    """A plain tensor has no autapse hook: the fast path zeroes the diagonal itself."""
+    torch.manual_seed(7)
+    w_in = (torch.randn(16, 64) * 0.5).requires_grad_(True)
+    w_rec = (torch.randn(16, 16) * 0.5).requires_grad_(True)
+    x = poisson_input(0.3, 200, 8, 64, torch.Generator().manual_seed(7))
+    grads = []
+    for implementation in ("numba", "torch"):
+        _, rho, voltages = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9, implementation)
+        (threshold(rho, "tanh", 100.0).mean() + voltages.mean()).backward()
+        grads.append(w_rec.grad.clone())
+        w_rec.grad = None
+    fast, reference = grads
+    assert torch.all(fast.diagonal() == 0) and torch.all(reference.diagonal() == 0)
+    assert reference.norm() > 0
+    assert relative_error(fast, reference) < 1e-3
+
+
+@requires_numba
+def test_input_that_is_not_binary():
+    """Weighted input (not 0/1 spikes) takes the dense input path and still matches Norse's loop."""
+    torch.manual_seed(11)
+    w_in = (torch.randn(16, 64) * 0.5).requires_grad_(True)
+    w_rec = (torch.randn(16, 16) * 0.5).requires_grad_(True)
+    x = poisson_input(0.3, 300, 8, 64, torch.Generator().manual_seed(11)) * torch.rand(300, 8, 64) * 2
+    results = []
+    for implementation in ("numba", "torch"):
+        spikes, rho, voltages = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9, implementation)
+        (threshold(rho, "tanh", 100.0).mean() + voltages.mean()).backward()
+        results.append((spikes, rho.detach(), voltages.detach(), w_in.grad.clone(), w_rec.grad.clone()))
+        w_in.grad = w_rec.grad = None
+    assert_same(*results)
+
+
+def test_forced_torch_implementation_is_norses_loop():
+    fallback = simulate("fast", "tanh", 200, 8, implementation="torch")
+    assert_same(fallback, simulate("norse", "tanh", 200, 8))
+
+
+def test_falls_back_by_itself_and_warns_once(monkeypatch):
+    monkeypatch.setattr(fast_lif, "_fast_path_problem", lambda: "numba cannot be imported: pretend")
+    monkeypatch.setattr(fast_lif, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="plain PyTorch loop: numba cannot be imported: pretend"):
+        fallback = simulate("fast", "heavi_erfc", 200, 9, implementation="auto")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        simulate("fast", "heavi_erfc", 20, 9, implementation="auto")  # no second warning
+    assert_same(fallback, simulate("norse", "heavi_erfc", 200, 9))
+    with pytest.raises(RuntimeError, match="pretend"):
+        simulate("fast", "tanh", 10, 9, implementation="numba")
+
+
+def test_float64_falls_back_to_torch(monkeypatch):
+    monkeypatch.setattr(fast_lif, "_warned", set())
+    x = poisson_input(0.3, 30, 2, 8, torch.Generator().manual_seed(0)).double()
+    w_in, w_rec = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="not float32"):
+        spikes, rho, voltages = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9)
+    expected = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9, implementation="torch")
+    assert voltages.dtype == torch.float64
+    assert torch.equal(spikes, expected[0]) and torch.equal(voltages, expected[2])
+
+
+def test_rejects_unknown_implementation():
+    x = torch.zeros(2, 1, 3)
+    with pytest.raises(ValueError, match="implementation"):
+        fast_lif.lif_refrac_fast(x, torch.zeros(2, 3), torch.zeros(2, 2), notebook_parameters(), 1e-3, 0.9, "cuda")

@@ -1,0 +1,45 @@
+"""Sweeps for the exercises: train a configuration over several seeds and measure its real fidelity."""
+
+from typing import Dict, Iterable, List, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .evaluation import evaluate_fidelity
+from .training import ExperimentConfig, train
+
+
+def train_and_evaluate(
+    config: ExperimentConfig,
+    p_target: Optional[torch.Tensor] = None,
+    steps: int = 20_000,
+    chains: int = 32,
+    noise_chains: int = 256,
+) -> Dict:
+    """Train one configuration and return one row of numbers: the final training loss, the long-run
+    KL(p_target || p_long_run), the noise floor at the training T, and the training time."""
+    result = train(config, p_target, progress=False)
+    fidelity = evaluate_fidelity(
+        result.model, result.p_target, config.k, config.timesteps_at(config.epochs - 1), config.rate,
+        steps, chains, noise_chains, seed=config.seed + 10_000,
+    )
+    return {
+        **{name: getattr(config, name) for name in ("neurons", "input_features", "timesteps", "epochs", "rate",
+                                                     "learning_rate", "optimizer", "k", "seed")},
+        "final_loss": result.losses[-1],
+        "long_run_kl": fidelity.long_run_kl,
+        "noise_floor": fidelity.noise_floor,
+        "seconds": result.seconds,
+        "losses": result.losses,
+    }
+
+
+def sweep(configs: Iterable[ExperimentConfig], progress: bool = True, **evaluation) -> List[Dict]:
+    """:func:`train_and_evaluate` for each configuration, with a progress bar; one row each."""
+    configs = list(configs)
+    return [train_and_evaluate(config, **evaluation) for config in tqdm(configs, disable=not progress, mininterval=1.0)]
+
+
+def seeds(config: ExperimentConfig, count: int = 3) -> List[ExperimentConfig]:
+    """``config`` with seeds 0 .. count - 1."""
+    return [config.replace(seed=seed) for seed in range(count)]

@@ -1,0 +1,489 @@
+r"""A fused forward and BPTT backward pass of Norse's ``lif_refrac_step`` iterated over time.
+
+The equations are those of :mod:`workshop_utils.neurons` (its module docstring). Starting from
+z = i = rho = 0, v = v_init, :func:`lif_refrac_fast` returns the state after every step and computes
+the same numbers as calling Norse's ``lif_refrac_step`` T times, in two numba kernels, each run on batch blocks in parallel threads:
+
+1. the forward recurrence, in Norse's float32 operation order (``i + linear(x, W_in) + linear(z,
+   W_rec)`` etc.). Input and recurrent spikes are 0/1 and sparse, so each ``linear`` is a sum of
+   the weight columns of the inputs that spiked; the kernel adds them in the order in which torch's
+   ``linear`` (MKL) does for that shape, found once per shape by :func:`_summation_chunk`. Then the
+   voltages are bit-identical to Norse's. Where no order matches (e.g. B = 1) the input currents
+   come from one batched torch matmul (the same rows as per-step ``linear`` for the shapes tested)
+   and the recurrent sum may differ from Norse's by an ulp, which can, rarely, flip a spike;
+2. BPTT, which computes the adjoint ``dj`` of every step's current jump and sums the weight
+   gradients ``dW_in = sum dj x^T`` and ``dW_rec = sum dj_t z_{t-1}^T`` over the spikes only.
+
+The backward pass is that of autograd through Norse's step: the surrogate ``p.lif.method`` (Norse
+1.1.0's "tanh", "heavi_erfc" or "super") replaces Theta in the spike threshold and in the refractory
+mask Theta(rho), the voltage reset uses the detached spike, relu has zero gradient at 0, and the
+recurrent-weight gradient has a zero diagonal (no autapses), as Norse's autapse hook makes it.
+
+Without numba, with tensors not float32 on the CPU, or with ``implementation="torch"``, the same
+function loops Norse's ``lif_refrac_step`` instead (and warns once per reason when it had to).
+"""
+
+import functools
+import math
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Tuple
+
+import numpy as np
+import torch
+from norse.torch.functional.lif import LIFState
+from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState, lif_refrac_step
+
+try:
+    import numba
+
+    _NUMBA_PROBLEM = ""
+except Exception as error:  # ImportError, or a numba that does not support this numpy
+    numba = None
+    _NUMBA_PROBLEM = f"numba cannot be imported: {error}"
+
+IMPLEMENTATIONS = ("auto", "numba", "torch")
+_METHOD_CODES = {"tanh": 0, "heavi_erfc": 1, "super": 2}
+_warned = set()  # reasons already reported, so that a training loop warns once
+
+
+def _warn_once(reason: str, fallback: bool = True) -> None:
+    if reason not in _warned:
+        _warned.add(reason)
+        action = "using the plain PyTorch loop: " if fallback else ""
+        warnings.warn(f"lif_refrac_fast: {action}{reason}", RuntimeWarning, stacklevel=3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# numba kernels, compiled lazily on first use (or loaded from numba's on-disk cache). Every constant
+# is float32 so that no operation is promoted to float64; fastmath is off, so there is no FMA either.
+
+
+def _njit_inline(function):
+    return numba.njit(cache=True, error_model="numpy", inline="always")(function) if numba is not None else function
+
+
+def _njit(function):
+    # nogil: the batch blocks run in Python threads, which compiles far faster than numba's parallel=True
+    return numba.njit(cache=True, error_model="numpy", nogil=True)(function) if numba is not None else function
+
+
+@_njit_inline
+def _surrogate(x, method, alpha):
+    """Norse 1.1.0's backward of Theta at x (float32); exactly 0 where Norse's float32 value is 0."""
+    if method == 2:  # "super": ignores alpha
+        d = abs(x) + np.float32(1.0)
+        return np.float32(1.0) / (d * d)
+    y = x * alpha
+    if method == 0:  # "tanh": tanhf(y) rounds to 1 for |y| > 9.1
+        if abs(y) > np.float32(9.5):
+            return np.float32(0.0)
+        t = math.tanh(y)
+        return np.float32(1.0) - t * t
+    if abs(y) > np.float32(10.5):  # "heavi_erfc": exp(-y^2) underflows to 0 in float32
+        return np.float32(0.0)
+    return np.float32(2.0) * math.exp(-(y * y)) / np.float32(math.sqrt(math.pi))
+
+
+@_njit
+def _spike_lists(x, b0, b1):
+    """The input spikes of ``x[:, b0:b1]`` ([T, B, H]) as CSR: row t * (b1 - b0) + (b - b0) of
+    (indptr, indices) lists the inputs h that spike at step t in batch entry b, ascending.
+    Also returns whether all entries are 0 or 1."""
+    T, _, H = x.shape
+    width = b1 - b0
+    indptr = np.zeros(T * width + 1, np.int64)
+    other = 0
+    for t in range(T):  # branch-free: spikes are too irregular for branch prediction
+        for b in range(b0, b1):
+            row = t * width + b - b0
+            count = 0
+            for h in range(H):
+                count += x[t, b, h] != 0
+                other += (x[t, b, h] != 0) & (x[t, b, h] != 1)
+            indptr[row + 1] = indptr[row] + count
+    indices = np.empty(indptr[-1], np.int32)
+    for t in range(T):
+        for b in range(b0, b1):
+            q = indptr[t * width + b - b0]
+            for h in range(H):
+                indices[q] = h
+                q += x[t, b, h] != 0
+    return indptr, indices, other == 0
+
+
+@_njit
+def _add_columns(out, w_t, indices, start, stop, chunk, partial):
+    """out = W s for binary s with ones at ``indices[start:stop]`` (ascending), ``w_t`` = W^T.
+
+    Summed in MKL's order: columns added one by one within blocks of ``chunk`` inputs, then the block
+    sums added to ``out`` (zero at first). ``partial`` is scratch of the size of ``out``.
+    """
+    zero = np.float32(0.0)
+    n_out = out.shape[0]
+    for n in range(n_out):
+        out[n] = zero
+    block = -1
+    for q in range(start, stop + 1):
+        k = indices[q] if q < stop else -1
+        if q == stop or k // chunk != block:
+            if block >= 0:
+                for n in range(n_out):
+                    out[n] += partial[n]
+            if q == stop:
+                break
+            for n in range(n_out):
+                partial[n] = zero
+            block = k // chunk
+        for n in range(n_out):
+            partial[n] += w_t[k, n]
+
+
+@_njit
+def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, v_init, a, c, v_leak, v_th, v_reset,
+                   rho_reset, z_out, rho_out, v_out, vd_out):
+    """Iterate the step for the batch entries b0 <= b < b1; writes z, rho, v, v_decayed [T, B, N].
+
+    ``x`` [T, B, H] are the input spikes, ``w_in_t`` [H, N] and ``w_rec_t`` [N, N] the transposed
+    weights. With ``chunk_in`` = 0 the input currents are taken from ``proj`` [T, B, N] instead.
+    Returns :func:`_spike_lists` of the block; if the input is not binary and ``chunk_in`` > 0 it
+    returns right after that, and the caller must pass ``proj``.
+    """
+    T, B, N = z_out.shape
+    x_indptr, x_indices, binary = _spike_lists(x, b0, b1)
+    if chunk_in > 0 and not binary:
+        return x_indptr, x_indices, binary
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    i = np.zeros((B, N), np.float32)
+    v = np.full((B, N), v_init, np.float32)
+    rho = np.zeros((B, N), np.float32)
+    spiking = np.zeros((B, N), np.int32)  # this step's spikes as index lists, one row per batch
+    n_spiking = np.zeros(B, np.int64)
+    new_spiking = np.zeros((B, N), np.int32)
+    current_in = np.zeros(N, np.float32)
+    rec = np.zeros(N, np.float32)
+    partial = np.zeros(N, np.float32)
+    for t in range(T):
+        for b in range(b0, b1):
+            if chunk_in > 0:
+                row = t * (b1 - b0) + b - b0
+                _add_columns(current_in, w_in_t, x_indices, x_indptr[row], x_indptr[row + 1], chunk_in, partial)
+            else:
+                for n in range(N):  # explicit loops: numba's slice copies cost ~100 ns each
+                    current_in[n] = proj[t, b, n]
+            _add_columns(rec, w_rec_t, spiking[b], 0, n_spiking[b], chunk_rec, partial)
+            count = 0
+            for n in range(N):
+                j = (i[b, n] + current_in[n]) + rec[n]  # i + linear(x, W_in) + linear(z, W_rec)
+                vd = v[b, n] + a * ((v_leak - v[b, n]) + j)
+                i[b, n] = j + c * j
+                vd_out[t, b, n] = vd
+                # branch-free selects (spikes are too irregular for branch prediction):
+                # a refractory neuron holds its voltage, cannot spike and counts rho down to 0
+                refractory = rho[b, n] > zero
+                fire = (vd - v_th > zero) and not refractory
+                z = one if fire else zero
+                held = v[b, n] if refractory else vd
+                v[b, n] = v_reset if fire else held
+                counted = max(rho[b, n] - (one if refractory else zero), zero)
+                rho[b, n] = rho_reset if fire else counted
+                new_spiking[b, count] = n
+                count += fire
+                z_out[t, b, n] = z
+                rho_out[t, b, n] = rho[b, n]
+                v_out[t, b, n] = v[b, n]
+            n_spiking[b] = count
+        spiking, new_spiking = new_spiking, spiking
+    return x_indptr, x_indices, binary
+
+
+@_njit
+def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr, x_indices, H, w_rec_t, v_init, a, c,
+                    v_th, v_reset, rho_reset, method, alpha, dj_out):
+    """BPTT for the batch entries b0 <= b < b1, from the forward pass's [T, B, N] records and the
+    output gradients ``g_rho``, ``g_v`` [T, B, N]: writes the adjoint dL/dj of every step's current
+    jump into ``dj_out`` [T, B, N] and returns this block's weight gradients, transposed, [H, N] and
+    [N, N]. (x_indptr, x_indices) are the block's input spikes as returned by :func:`_forward_block`.
+
+    Per neuron the state adjoints are lv, li, lrho and lz = W_rec^T dj_{t+1}; lz is only computed
+    where this step's surrogates let it through.
+    """
+    T, B, N = z_all.shape
+    grad_w_in_t = np.zeros((H, N), np.float32)
+    grad_w_rec_t = np.zeros((N, N), np.float32)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    sig_rho0 = _surrogate(zero, method, alpha)
+    lv = np.zeros((B, N), np.float32)
+    li = np.zeros((B, N), np.float32)
+    lrho = np.zeros((B, N), np.float32)
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            for n in range(N):
+                if t > 0:
+                    rho_prev = rho_all[t - 1, b, n]
+                    v_prev = v_all[t - 1, b, n]
+                else:
+                    rho_prev = zero
+                    v_prev = v_init
+                refractory = rho_prev > zero
+                vd = vd_all[t, b, n]
+                s = vd - v_th
+                fired = s > zero  # spike before the refractory mask
+                z_new = z_all[t, b, n]
+                lv_n = lv[b, n] + g_v[t, b, n]
+                lrho_n = lrho[b, n] + g_rho[t, b, n]
+                sig_rho = sig_rho0 if rho_prev == zero else _surrogate(rho_prev, method, alpha)
+                sig_s = zero if refractory else _surrogate(s, method, alpha)
+
+                lz = zero
+                if t + 1 < T and (sig_s != zero or (fired and sig_rho != zero)):
+                    for k in range(N):
+                        lz += w_rec_t[n, k] * dj_out[t + 1, b, k]
+
+                m = one if refractory else zero
+                # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
+                r_in = rho_prev - m
+                r = max(r_in, zero)
+                lz_total = lz + lrho_n * (rho_reset - r)
+                d_rin = lrho_n * (one - z_new) if r_in > zero else zero
+                d_rho = d_rin
+                dm = -d_rin
+                # z' = (1 - m) z~
+                dzt = lz_total * (one - m)
+                if fired:
+                    dm -= lz_total
+                # v' = (1 - m) v_lif + m v,  v_lif = (1 - z~) v_decayed + z~ v_reset  (z~ detached)
+                v_lif = v_reset if fired else vd
+                dv_lif = lv_n * (one - m)
+                dm += lv_n * (v_prev - v_lif)
+                dv = lv_n * m
+                d_rho += dm * sig_rho
+                dvd = (zero if fired else dv_lif) + dzt * sig_s
+                # v_decayed = v + a ((v_leak - v) + j),  i' = j + c j
+                dj = li[b, n] + c * li[b, n] + a * dvd
+                dv += dvd - a * dvd
+                dj_out[t, b, n] = dj
+                lv[b, n] = dv
+                li[b, n] = dj
+                lrho[b, n] = d_rho
+            # j = i + W_in x + W_rec z_{t-1}: the weight gradients are sums of dj over the spikes
+            row = t * (b1 - b0) + b - b0
+            for q in range(x_indptr[row], x_indptr[row + 1]):
+                h = x_indices[q]
+                for n in range(N):
+                    grad_w_in_t[h, n] += dj_out[t, b, n]
+            if t > 0:
+                for k in range(N):
+                    if z_all[t - 1, b, k] != zero:
+                        for n in range(N):
+                            grad_w_rec_t[k, n] += dj_out[t, b, n]
+    return grad_w_in_t, grad_w_rec_t
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fast_lif")
+
+
+def _batch_blocks(batch_size: int) -> list:
+    """(b0, b1) bounds of the batch blocks that run in parallel, one per torch thread."""
+    blocks = max(1, min(batch_size, torch.get_num_threads()))
+    return [(block * batch_size // blocks, (block + 1) * batch_size // blocks) for block in range(blocks)]
+
+
+def _in_parallel(calls: list) -> list:
+    """Run ``[function(*args) for function, args in calls]`` in threads (the kernels release the GIL)."""
+    if len(calls) == 1:
+        return [calls[0][0](*calls[0][1])]
+    futures = [_thread_pool(len(calls)).submit(function, *args) for function, args in calls]
+    return [future.result() for future in futures]
+
+
+@functools.lru_cache(maxsize=None)
+def _fast_path_problem() -> str:
+    """Why the numba path cannot run here, or "" if it can; compiles the kernels on a tiny problem."""
+    if _NUMBA_PROBLEM:
+        return _NUMBA_PROBLEM
+    try:
+        _LIFRefracFunction.apply(torch.ones(2, 1, 2), torch.ones(2, 2), torch.ones(2, 2), LIFRefracParameters(), 1e-3, 0.0)
+        for method in _METHOD_CODES:
+            _surrogate(np.float32(0.0), _METHOD_CODES[method], np.float32(1.0))
+    except Exception as error:  # a numba typing or lowering error
+        return f"the numba kernel failed to compile: {type(error).__name__}: {error}"
+    return ""
+
+
+@functools.lru_cache(maxsize=None)
+def _summation_chunk(rows: int, inputs: int, outputs: int) -> int:
+    """The block size in which torch's ``linear`` sums ``[rows, inputs] x [inputs, outputs]`` for binary
+    inputs (MKL: all at once for 32 inputs, in blocks of 128 for 256), found by comparing with
+    :func:`_add_columns` on random data; 0 if no block size reproduces it bit for bit."""
+    generator = torch.Generator().manual_seed(0)
+    weights = torch.randn(outputs, inputs, generator=generator)
+    x = (torch.rand(4, rows, inputs, generator=generator) < 0.3).float()
+    expected = torch.stack([torch.nn.functional.linear(rows_x, weights) for rows_x in x]).reshape(-1, outputs)
+    indptr, indices, _ = _spike_lists(x.reshape(-1, 1, inputs).numpy(), 0, 1)
+    w_t = weights.t().contiguous().numpy()
+    out, partial = np.empty(outputs, np.float32), np.empty(outputs, np.float32)
+    for chunk in [inputs] + [size for size in (128, 64, 256, 32, 512, 16) if size < inputs]:
+        for row, expected_row in enumerate(expected.numpy()):
+            _add_columns(out, w_t, indices, indptr[row], indptr[row + 1], chunk, partial)
+            if not np.array_equal(out, expected_row):
+                break
+        else:
+            return chunk
+    return 0
+
+
+def fast_path_available() -> bool:
+    """True if numba is importable and the kernels compile (or load from numba's cache)."""
+    return not _fast_path_problem()
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _constants(p: LIFRefracParameters, dt: float) -> dict:
+    """Norse's step constants as float32, computed with the same torch operations as ``lif_step``."""
+
+    def f32(value):
+        return np.float32(torch.as_tensor(value, dtype=torch.float32).item())
+
+    return dict(
+        a=f32(dt * p.lif.tau_mem_inv),  # dv = (dt * tau_mem_inv) * ((v_leak - v) + j)
+        c=f32(-dt * p.lif.tau_syn_inv),  # di = (-dt * tau_syn_inv) * j
+        v_leak=f32(p.lif.v_leak),
+        v_th=f32(p.lif.v_th),
+        v_reset=f32(p.lif.v_reset),
+        rho_reset=f32(p.rho_reset),
+        alpha=f32(p.lif.alpha),
+    )
+
+
+class _LIFRefracFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, input_spikes, input_weights, recurrent_weights, p, dt, v_init):
+        T, B, H = input_spikes.shape
+        N = input_weights.shape[0]
+        k = _constants(p, dt)
+        v_init = np.float32(v_init)
+        chunk_in = _summation_chunk(B, H, N)
+        chunk_rec = _summation_chunk(B, N, N)
+        if not chunk_rec:
+            _warn_once(f"the recurrent sum for B={B}, N={N} may differ from torch's by rounding", fallback=False)
+            chunk_rec = N
+        spikes, rho, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(4))
+        ctx.blocks = _batch_blocks(B)
+
+        def run(chunk_in, proj):
+            args = (
+                input_spikes.numpy(), input_weights.detach().t().contiguous().numpy(), chunk_in, proj.numpy(),
+                recurrent_weights.detach().t().contiguous().numpy(), chunk_rec, v_init, k["a"], k["c"], k["v_leak"],
+                k["v_th"], k["v_reset"], k["rho_reset"], spikes.numpy(), rho.numpy(), voltages.numpy(),
+                v_decayed.numpy(),
+            )
+            return _in_parallel([(_forward_block, (b0, b1) + args) for b0, b1 in ctx.blocks])
+
+        ctx.spike_lists = run(chunk_in, torch.empty(0, 0, 0)) if chunk_in else None
+        ctx.binary = ctx.spike_lists is not None and all(binary for _, _, binary in ctx.spike_lists)
+        if not ctx.binary:
+            # no reproducible order, or input that is not 0/1: the input currents come from torch,
+            # whose batched rows equal its per-step ones for the shapes tested
+            run(0, torch.nn.functional.linear(input_spikes, input_weights))
+        ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed)
+        ctx.constants, ctx.v_init, ctx.method = k, v_init, _METHOD_CODES[p.lif.method]
+        ctx.mark_non_differentiable(spikes)
+        return spikes, rho, voltages
+
+    @staticmethod
+    def backward(ctx, _grad_spikes, grad_rho, grad_voltages):
+        input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed = ctx.saved_tensors
+        T, B, H = input_spikes.shape
+        N = input_weights.shape[0]
+        k = ctx.constants
+        dj = torch.empty(T, B, N)
+        arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed, grad_rho, grad_voltages)]
+        w_rec_t = recurrent_weights.detach().t().contiguous().numpy()
+        args = (w_rec_t, ctx.v_init, k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"], ctx.method, k["alpha"],
+                dj.numpy())
+        # with binary input the kernel sums dW_in over the input spikes; otherwise torch does, below
+        no_spikes = (np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32), True)
+        spike_lists = ctx.spike_lists if ctx.binary else [no_spikes] * len(ctx.blocks)
+        sums = _in_parallel([
+            (_backward_block, (b0, b1, *arrays, x_indptr, x_indices, H) + args)
+            for (b0, b1), (x_indptr, x_indices, _) in zip(ctx.blocks, spike_lists)
+        ])
+        grad_input = None
+        if ctx.needs_input_grad[0]:
+            grad_input = (dj.reshape(T * B, N) @ input_weights.detach()).reshape(T, B, H)
+        if ctx.binary:
+            grad_w_in = torch.from_numpy(sum(block[0] for block in sums)).t().contiguous()
+        else:
+            grad_w_in = dj.reshape(T * B, N).t() @ input_spikes.reshape(T * B, H)
+        grad_w_rec = torch.from_numpy(sum(block[1] for block in sums)).t().contiguous()
+        grad_w_rec.fill_diagonal_(0.0)  # no autapses, as Norse's hook (idempotent if that hook runs too)
+        return grad_input, grad_w_in, grad_w_rec, None, None, None
+
+
+def _zero_diagonal_gradient(recurrent_weights: torch.Tensor) -> torch.Tensor:
+    """The same weights, whose gradient gets a zero diagonal like the fast path's (no autapses)."""
+    weights = recurrent_weights.view_as(recurrent_weights)
+    if weights.requires_grad:
+        weights.register_hook(lambda gradient: gradient.clone().fill_diagonal_(0.0))
+    return weights
+
+
+def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_init):
+    """The reference: Norse's ``lif_refrac_step`` called once per step; same arguments and results."""
+    zeros = torch.zeros(input_spikes.shape[1], input_weights.shape[0], device=input_spikes.device,
+                        dtype=input_spikes.dtype)
+    state = LIFRefracState(LIFState(zeros, torch.full_like(zeros, v_init), zeros), zeros)
+    recurrent_weights = _zero_diagonal_gradient(recurrent_weights)
+    spikes, rho, voltages = [], [], []
+    for x in input_spikes:
+        z, state = lif_refrac_step(x, state, input_weights, recurrent_weights, p, dt)
+        spikes.append(z.detach())
+        rho.append(state.rho)
+        voltages.append(state.lif.v)
+    return torch.stack(spikes), torch.stack(rho), torch.stack(voltages)
+
+
+def lif_refrac_fast(
+    input_spikes: torch.Tensor,
+    input_weights: torch.Tensor,
+    recurrent_weights: torch.Tensor,
+    p: LIFRefracParameters,
+    dt: float,
+    v_init: float,
+    implementation: str = "auto",
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Simulate ``[T, B, H]`` input spikes from z = i = rho = 0, v = v_init.
+
+    ``input_weights`` is ``[N, H]``, ``recurrent_weights`` ``[N, N]``. Returns (spikes, rho, voltages),
+    each ``[T, B, N]``, the state after every step; spikes carry no gradient, rho and voltages do.
+
+    ``implementation``: "numba" (the fused kernels; raises if they are unavailable), "torch" (loop
+    Norse's step), or "auto": numba for float32 CPU tensors when it is available, else torch with a
+    warning (once per reason).
+    """
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    if p.lif.method not in _METHOD_CODES:
+        raise ValueError(f"method must be one of {tuple(_METHOD_CODES)}, got {p.lif.method!r}")
+    if implementation == "torch":
+        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_init)
+    tensors = (input_spikes, input_weights, recurrent_weights)
+    if any(tensor.device.type != "cpu" for tensor in tensors):
+        problem = "the tensors are not on the CPU"
+    elif any(tensor.dtype != torch.float32 for tensor in tensors):
+        problem = "the tensors are not float32"
+    else:
+        problem = _fast_path_problem()
+    if problem:
+        if implementation == "numba":
+            raise RuntimeError(f"lif_refrac_fast: the numba path cannot run: {problem}")
+        _warn_once(problem)
+        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_init)
+    return _LIFRefracFunction.apply(input_spikes.contiguous(), input_weights, recurrent_weights, p, dt, v_init)
