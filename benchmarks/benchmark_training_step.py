@@ -5,14 +5,16 @@
 
 Both backends run in this one process with interleaved repetitions (norse, fast, norse, fast, ...);
 the table shows the median. Peak memory is measured separately, one fresh subprocess per backend and
-T: the growth of the process's peak resident set size (``ru_maxrss``) over one training step, after
-imports, model, input and one warm-up step are in place -- i.e. the extra host memory a step needs at
-its peak (tensors, autograd graph, allocator slack), not including the Python/torch baseline.
+T: the growth of the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs;
+``ru_maxrss`` where that is unavailable) over the first training step, from the resident set just
+before it, with imports, model, input and numba kernels in place -- i.e. the extra host memory a step
+needs at its peak (tensors, autograd graph, allocator slack), not the Python/torch baseline.
 The cold first call of the fast path (numba compiling into an empty NUMBA_CACHE_DIR) and the warm one
 (loading from that cache) are timed in fresh subprocesses too.
 """
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -59,7 +61,7 @@ def make_step(backend, T, B, N, H, k, device, seed=0):
         optimizer.step()
         if device != "cpu":
             torch.cuda.synchronize()
-        return float(loss)
+        return loss.item()
 
     return step
 
@@ -70,14 +72,33 @@ def timed(step):
     return time.perf_counter() - start
 
 
+def status_mib(field):
+    """A field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
 def peak_memory_child(backend, T, B, N, H, k, device):
-    """Runs in a subprocess: peak RSS growth (MiB) over one training step, after a warm-up step."""
+    """Runs in a subprocess: growth of the peak resident set (MiB) over the first training step,
+    measured from the resident set just before it, with model, input and numba kernels loaded."""
+    from workshop_utils import fast_lif
+
+    fast_lif.fast_path_available()  # loads (or compiles) the kernels outside the measurement
     step = make_step(backend, T, B, N, H, k, device)
+    gc.collect()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current resident set
+        before = status_mib("VmRSS")
+    except OSError:  # no /proc: fall back to the high-water mark, which may hide a lower step peak
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     step()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step()
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return (after - before) / 1024, before / 1024  # Linux reports KiB
+    try:
+        peak = status_mib("VmHWM")
+    except (OSError, KeyError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak - before, before
 
 
 def first_call_child(T):
@@ -92,7 +113,7 @@ def first_call_child(T):
 
 
 def run_child(args, env=None):
-    command = [sys.executable, __file__, "--child", json.dumps(args)]
+    command = [sys.executable, __file__, "--threads", str(torch.get_num_threads()), "--child", json.dumps(args)]
     out = subprocess.run(command, capture_output=True, text=True, env=env, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -106,10 +127,13 @@ def main():
     parser.add_argument("--inputs", type=int, default=256)
     parser.add_argument("--k", type=int, default=3, help="readout variables")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.child:
         task = json.loads(args.child)
         result = peak_memory_child(*task["memory"]) if "memory" in task else first_call_child(task["first_call"])
@@ -120,7 +144,9 @@ def main():
 
     B, N, H, k, device = args.batch, args.neurons, args.inputs, args.k, args.device
     numba_threads = fast_lif.numba.get_num_threads() if fast_lif.numba is not None else 0
-    print(f"B={B}, N={N}, H={H}, k={k}, device={device}; torch threads: {torch.get_num_threads()} (torch's default), "
+    print(f"B={B}, N={N}, H={H}, k={k}, device={device}; torch threads: {torch.get_num_threads()} "
+          f"({'set by --threads' if args.threads else 'torch default'}; the fast path runs one batch block per "
+          "torch thread), "
           f"numba threads: {numba_threads}, fast path available: {fast_lif.fast_path_available()}")
     print()
     print("| T | norse s/step | fast s/step | speed-up | reps (norse/fast) | norse peak MiB | fast peak MiB |")

@@ -6,9 +6,18 @@ import pytest
 import torch
 from norse.torch.functional.threshold import threshold
 
+from norse.torch.functional.lif import LIFState
+from norse.torch.functional.lif_refrac import LIFRefracState
+
 from workshop_utils import fast_lif
 from workshop_utils.distribution import joint_distribution
 from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input
+
+
+def start(x, w_in, v=0.9):
+    """The network's initial state for input ``x`` [T, B, H] and weights ``w_in`` [N, H]."""
+    zeros = torch.zeros(x.shape[1], w_in.shape[0], dtype=x.dtype)
+    return LIFRefracState(LIFState(zeros, torch.full_like(zeros, v), zeros), zeros)
 
 
 def relative_error(value, reference):
@@ -24,9 +33,9 @@ def simulate(backend, method, T, seed, B=32, N=32, H=256, implementation=None):
         trace = network.trace(x)
         spikes, rho, refractory, voltages = trace.spikes, trace.rho, trace.refractory, trace.voltages
     else:
-        spikes, rho, voltages = fast_lif.lif_refrac_fast(
-            x, network.input_weights, network.recurrent_weights, network.p, network.dt, network.v_init,
-            implementation=implementation,
+        spikes, rho, voltages, _ = fast_lif.lif_refrac_fast(
+            x, network.input_weights, network.recurrent_weights, network.p, network.dt,
+            network.initial_state(B, "cpu"), implementation=implementation,
         )
         refractory = threshold(rho, network.p.lif.method, network.p.lif.alpha)
     p = joint_distribution(refractory[:, :, :3])
@@ -112,7 +121,9 @@ def test_recurrent_gradient_has_zero_diagonal_without_norses_hook():
     x = poisson_input(0.3, 200, 8, 64, torch.Generator().manual_seed(7))
     grads = []
     for implementation in ("numba", "torch"):
-        _, rho, voltages = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9, implementation)
+        _, rho, voltages, _ = fast_lif.lif_refrac_fast(
+            x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), implementation
+        )
         (threshold(rho, "tanh", 100.0).mean() + voltages.mean()).backward()
         grads.append(w_rec.grad.clone())
         w_rec.grad = None
@@ -131,7 +142,9 @@ def test_input_that_is_not_binary():
     x = poisson_input(0.3, 300, 8, 64, torch.Generator().manual_seed(11)) * torch.rand(300, 8, 64) * 2
     results = []
     for implementation in ("numba", "torch"):
-        spikes, rho, voltages = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9, implementation)
+        spikes, rho, voltages, _ = fast_lif.lif_refrac_fast(
+            x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), implementation
+        )
         (threshold(rho, "tanh", 100.0).mean() + voltages.mean()).backward()
         results.append((spikes, rho.detach(), voltages.detach(), w_in.grad.clone(), w_rec.grad.clone()))
         w_in.grad = w_rec.grad = None
@@ -161,8 +174,10 @@ def test_float64_falls_back_to_torch(monkeypatch):
     x = poisson_input(0.3, 30, 2, 8, torch.Generator().manual_seed(0)).double()
     w_in, w_rec = torch.randn(4, 8, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
     with pytest.warns(RuntimeWarning, match="not float32"):
-        spikes, rho, voltages = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9)
-    expected = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, 0.9, implementation="torch")
+        spikes, rho, voltages, _ = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in))
+    expected = fast_lif.lif_refrac_fast(
+        x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), implementation="torch"
+    )
     assert voltages.dtype == torch.float64
     assert torch.equal(spikes, expected[0]) and torch.equal(voltages, expected[2])
 
@@ -170,4 +185,34 @@ def test_float64_falls_back_to_torch(monkeypatch):
 def test_rejects_unknown_implementation():
     x = torch.zeros(2, 1, 3)
     with pytest.raises(ValueError, match="implementation"):
-        fast_lif.lif_refrac_fast(x, torch.zeros(2, 3), torch.zeros(2, 2), notebook_parameters(), 1e-3, 0.9, "cuda")
+        fast_lif.lif_refrac_fast(
+            x, torch.zeros(2, 3), torch.zeros(2, 2), notebook_parameters(), 1e-3, start(x, torch.zeros(2, 3)), "cuda"
+        )
+
+
+@requires_numba
+def test_a_run_continues_from_its_final_state():
+    """Two chunks, the second started from the first's final state, equal one run; from that
+    non-trivial state (spikes, currents, refractory counters) the gradients still match Norse's."""
+    torch.manual_seed(12)
+    network = RefractoryLIFNetwork(64, 16, notebook_parameters())
+    reference = RefractoryLIFNetwork(64, 16, notebook_parameters(), backend="norse")
+    reference.load_state_dict(network.state_dict())
+    x = poisson_input(0.3, 500, 8, 64, torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        whole = network.trace(x)
+        first = network.trace(x[:237])
+        second = network.trace(x[237:], first.final_state)
+    assert torch.equal(torch.cat([first.spikes, second.spikes]), whole.spikes)
+    assert torch.equal(torch.cat([first.voltages, second.voltages]), whole.voltages)
+    assert torch.equal(second.final_state.lif.i, whole.final_state.lif.i)
+    state = first.final_state
+    assert state.lif.z.sum() > 0 and state.rho.sum() > 0, "the test needs a state with spikes"
+    grads = []
+    for model in (network, reference):
+        trace = model.trace(x[237:], state)
+        (joint_distribution(trace.refractory[:, :, :3])[:, 0].sum() + trace.voltages.mean()).backward()
+        grads.append((model.input_weights.grad, model.recurrent_weights.grad))
+        assert torch.equal(trace.spikes, second.spikes)
+    (fast_in, fast_rec), (norse_in, norse_rec) = grads
+    assert relative_error(fast_in, norse_in) < 1e-3 and relative_error(fast_rec, norse_rec) < 1e-3

@@ -2,6 +2,8 @@
 
 from typing import Dict, Iterable, List, Optional
 
+import numpy as np
+
 import torch
 from tqdm.auto import tqdm
 
@@ -43,3 +45,26 @@ def sweep(configs: Iterable[ExperimentConfig], progress: bool = True, **evaluati
 def seeds(config: ExperimentConfig, count: int = 3) -> List[ExperimentConfig]:
     """``config`` with seeds 0 .. count - 1."""
     return [config.replace(seed=seed) for seed in range(count)]
+
+
+def summarize(rows: List[Dict], by: str, metrics=("long_run_kl", "final_loss", "noise_floor", "seconds")) -> Dict:
+    """Mean and standard deviation of each metric over the rows that share ``row[by]``, in first-seen order:
+    ``{value: {metric: (mean, std)}}``."""
+    groups: Dict = {}
+    for row in rows:
+        groups.setdefault(row[by], []).append(row)
+    return {
+        value: {metric: (float(np.mean([r[metric] for r in group])), float(np.std([r[metric] for r in group])))
+                for metric in metrics}
+        for value, group in groups.items()
+    }
+
+
+def format_summary(summary: Dict, by: str) -> str:
+    """A Markdown table of :func:`summarize`'s result: mean ± std of each metric."""
+    metrics = list(next(iter(summary.values())))
+    lines = [f"| {by} | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for value, numbers in summary.items():
+        cells = [f"{mean:.4g} ± {std:.2g}" for mean, std in numbers.values()]
+        lines.append(f"| {value} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,8 +1,9 @@
 r"""A fused forward and BPTT backward pass of Norse's ``lif_refrac_step`` iterated over time.
 
-The equations are those of :mod:`workshop_utils.neurons` (its module docstring). Starting from
-z = i = rho = 0, v = v_init, :func:`lif_refrac_fast` returns the state after every step and computes
-the same numbers as calling Norse's ``lif_refrac_step`` T times, in two numba kernels, each run on batch blocks in parallel threads:
+The equations are those of :mod:`workshop_utils.neurons` (its module docstring). From a given state
+(the network's initial one: z = i = rho = 0, v = 0.9), :func:`lif_refrac_fast` returns the state after every step and computes
+the same numbers as calling Norse's ``lif_refrac_step`` T times, in two numba kernels, each run on
+batch blocks in parallel threads:
 
 1. the forward recurrence, in Norse's float32 operation order (``i + linear(x, W_in) + linear(z,
    W_rec)`` etc.). Input and recurrent spikes are 0/1 and sparse, so each ``linear`` is a sum of
@@ -140,9 +141,10 @@ def _add_columns(out, w_t, indices, start, stop, chunk, partial):
 
 
 @_njit
-def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, v_init, a, c, v_leak, v_th, v_reset,
-                   rho_reset, z_out, rho_out, v_out, vd_out):
-    """Iterate the step for the batch entries b0 <= b < b1; writes z, rho, v, v_decayed [T, B, N].
+def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0, i0, rho0, a, c, v_leak, v_th,
+                   v_reset, rho_reset, z_out, rho_out, v_out, vd_out, i_final):
+    """Iterate the step for the batch entries b0 <= b < b1 from the state (z0, v0, i0, rho0) [B, N];
+    writes z, rho, v, v_decayed [T, B, N] and the last synaptic current ``i_final`` [B, N].
 
     ``x`` [T, B, H] are the input spikes, ``w_in_t`` [H, N] and ``w_rec_t`` [N, N] the transposed
     weights. With ``chunk_in`` = 0 the input currents are taken from ``proj`` [T, B, N] instead.
@@ -155,11 +157,16 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, v_init
         return x_indptr, x_indices, binary
     zero = np.float32(0.0)
     one = np.float32(1.0)
-    i = np.zeros((B, N), np.float32)
-    v = np.full((B, N), v_init, np.float32)
-    rho = np.zeros((B, N), np.float32)
+    i = i0.copy()
+    v = v0.copy()
+    rho = rho0.copy()
     spiking = np.zeros((B, N), np.int32)  # this step's spikes as index lists, one row per batch
     n_spiking = np.zeros(B, np.int64)
+    for b in range(b0, b1):
+        for n in range(N):
+            if z0[b, n] != zero:
+                spiking[b, n_spiking[b]] = n
+                n_spiking[b] += 1
     new_spiking = np.zeros((B, N), np.int32)
     current_in = np.zeros(N, np.float32)
     rec = np.zeros(N, np.float32)
@@ -195,14 +202,17 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, v_init
                 v_out[t, b, n] = v[b, n]
             n_spiking[b] = count
         spiking, new_spiking = new_spiking, spiking
+    for b in range(b0, b1):
+        for n in range(N):
+            i_final[b, n] = i[b, n]
     return x_indptr, x_indices, binary
 
 
 @_njit
-def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr, x_indices, H, w_rec_t, v_init, a, c,
-                    v_th, v_reset, rho_reset, method, alpha, dj_out):
+def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr, x_indices, H, w_rec_t, z0, v0, rho0,
+                    a, c, v_th, v_reset, rho_reset, method, alpha, dj_out):
     """BPTT for the batch entries b0 <= b < b1, from the forward pass's [T, B, N] records and the
-    output gradients ``g_rho``, ``g_v`` [T, B, N]: writes the adjoint dL/dj of every step's current
+    output gradients ``g_rho``, ``g_v`` [T, B, N] and the initial state (z0, v0, rho0) [B, N]: writes the adjoint dL/dj of every step's current
     jump into ``dj_out`` [T, B, N] and returns this block's weight gradients, transposed, [H, N] and
     [N, N]. (x_indptr, x_indices) are the block's input spikes as returned by :func:`_forward_block`.
 
@@ -225,8 +235,8 @@ def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr,
                     rho_prev = rho_all[t - 1, b, n]
                     v_prev = v_all[t - 1, b, n]
                 else:
-                    rho_prev = zero
-                    v_prev = v_init
+                    rho_prev = rho0[b, n]
+                    v_prev = v0[b, n]
                 refractory = rho_prev > zero
                 vd = vd_all[t, b, n]
                 s = vd - v_th
@@ -274,11 +284,10 @@ def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr,
                 h = x_indices[q]
                 for n in range(N):
                     grad_w_in_t[h, n] += dj_out[t, b, n]
-            if t > 0:
-                for k in range(N):
-                    if z_all[t - 1, b, k] != zero:
-                        for n in range(N):
-                            grad_w_rec_t[k, n] += dj_out[t, b, n]
+            for k in range(N):
+                if (z_all[t - 1, b, k] if t > 0 else z0[b, k]) != zero:
+                    for n in range(N):
+                        grad_w_rec_t[k, n] += dj_out[t, b, n]
     return grad_w_in_t, grad_w_rec_t
 
 
@@ -307,7 +316,11 @@ def _fast_path_problem() -> str:
     if _NUMBA_PROBLEM:
         return _NUMBA_PROBLEM
     try:
-        _LIFRefracFunction.apply(torch.ones(2, 1, 2), torch.ones(2, 2), torch.ones(2, 2), LIFRefracParameters(), 1e-3, 0.0)
+        weights = torch.ones(2, 2, requires_grad=True)
+        p = LIFRefracParameters()
+        state = [torch.zeros(1, 2)] * 4
+        _, rho, voltages, _ = _LIFRefracFunction.apply(torch.ones(2, 1, 2), weights, weights, p, 1e-3, *state)
+        (rho.sum() + voltages.sum()).backward()
         for method in _METHOD_CODES:
             _surrogate(np.float32(0.0), _METHOD_CODES[method], np.float32(1.0))
     except Exception as error:  # a numba typing or lowering error
@@ -364,25 +377,26 @@ def _constants(p: LIFRefracParameters, dt: float) -> dict:
 
 class _LIFRefracFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input_spikes, input_weights, recurrent_weights, p, dt, v_init):
+    def forward(ctx, input_spikes, input_weights, recurrent_weights, p, dt, z0, v0, i0, rho0):
         T, B, H = input_spikes.shape
         N = input_weights.shape[0]
         k = _constants(p, dt)
-        v_init = np.float32(v_init)
+        initial = [tensor.detach().to(torch.float32).contiguous() for tensor in (z0, v0, i0, rho0)]
         chunk_in = _summation_chunk(B, H, N)
         chunk_rec = _summation_chunk(B, N, N)
         if not chunk_rec:
             _warn_once(f"the recurrent sum for B={B}, N={N} may differ from torch's by rounding", fallback=False)
             chunk_rec = N
         spikes, rho, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(4))
+        i_final = torch.empty(B, N)
         ctx.blocks = _batch_blocks(B)
 
         def run(chunk_in, proj):
             args = (
                 input_spikes.numpy(), input_weights.detach().t().contiguous().numpy(), chunk_in, proj.numpy(),
-                recurrent_weights.detach().t().contiguous().numpy(), chunk_rec, v_init, k["a"], k["c"], k["v_leak"],
-                k["v_th"], k["v_reset"], k["rho_reset"], spikes.numpy(), rho.numpy(), voltages.numpy(),
-                v_decayed.numpy(),
+                recurrent_weights.detach().t().contiguous().numpy(), chunk_rec, *(x.numpy() for x in initial),
+                k["a"], k["c"], k["v_leak"], k["v_th"], k["v_reset"], k["rho_reset"], spikes.numpy(), rho.numpy(),
+                voltages.numpy(), v_decayed.numpy(), i_final.numpy(),
             )
             return _in_parallel([(_forward_block, (b0, b1) + args) for b0, b1 in ctx.blocks])
 
@@ -392,22 +406,24 @@ class _LIFRefracFunction(torch.autograd.Function):
             # no reproducible order, or input that is not 0/1: the input currents come from torch,
             # whose batched rows equal its per-step ones for the shapes tested
             run(0, torch.nn.functional.linear(input_spikes, input_weights))
-        ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed)
-        ctx.constants, ctx.v_init, ctx.method = k, v_init, _METHOD_CODES[p.lif.method]
-        ctx.mark_non_differentiable(spikes)
-        return spikes, rho, voltages
+        z0, v0, _, rho0 = initial
+        ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0,
+                              rho0)
+        ctx.constants, ctx.method = k, _METHOD_CODES[p.lif.method]
+        ctx.mark_non_differentiable(spikes, i_final)
+        return spikes, rho, voltages, i_final
 
     @staticmethod
-    def backward(ctx, _grad_spikes, grad_rho, grad_voltages):
-        input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed = ctx.saved_tensors
+    def backward(ctx, _grad_spikes, grad_rho, grad_voltages, _grad_i_final):
+        input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0, rho0 = ctx.saved_tensors
         T, B, H = input_spikes.shape
         N = input_weights.shape[0]
         k = ctx.constants
         dj = torch.empty(T, B, N)
         arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed, grad_rho, grad_voltages)]
         w_rec_t = recurrent_weights.detach().t().contiguous().numpy()
-        args = (w_rec_t, ctx.v_init, k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"], ctx.method, k["alpha"],
-                dj.numpy())
+        args = (w_rec_t, z0.numpy(), v0.numpy(), rho0.numpy(), k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"],
+                ctx.method, k["alpha"], dj.numpy())
         # with binary input the kernel sums dW_in over the input spikes; otherwise torch does, below
         no_spikes = (np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32), True)
         spike_lists = ctx.spike_lists if ctx.binary else [no_spikes] * len(ctx.blocks)
@@ -424,7 +440,7 @@ class _LIFRefracFunction(torch.autograd.Function):
             grad_w_in = dj.reshape(T * B, N).t() @ input_spikes.reshape(T * B, H)
         grad_w_rec = torch.from_numpy(sum(block[1] for block in sums)).t().contiguous()
         grad_w_rec.fill_diagonal_(0.0)  # no autapses, as Norse's hook (idempotent if that hook runs too)
-        return grad_input, grad_w_in, grad_w_rec, None, None, None
+        return grad_input, grad_w_in, grad_w_rec, None, None, None, None, None, None
 
 
 def _zero_diagonal_gradient(recurrent_weights: torch.Tensor) -> torch.Tensor:
@@ -435,11 +451,8 @@ def _zero_diagonal_gradient(recurrent_weights: torch.Tensor) -> torch.Tensor:
     return weights
 
 
-def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_init):
+def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state):
     """The reference: Norse's ``lif_refrac_step`` called once per step; same arguments and results."""
-    zeros = torch.zeros(input_spikes.shape[1], input_weights.shape[0], device=input_spikes.device,
-                        dtype=input_spikes.dtype)
-    state = LIFRefracState(LIFState(zeros, torch.full_like(zeros, v_init), zeros), zeros)
     recurrent_weights = _zero_diagonal_gradient(recurrent_weights)
     spikes, rho, voltages = [], [], []
     for x in input_spikes:
@@ -447,7 +460,7 @@ def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_in
         spikes.append(z.detach())
         rho.append(state.rho)
         voltages.append(state.lif.v)
-    return torch.stack(spikes), torch.stack(rho), torch.stack(voltages)
+    return torch.stack(spikes), torch.stack(rho), torch.stack(voltages), state
 
 
 def lif_refrac_fast(
@@ -456,13 +469,15 @@ def lif_refrac_fast(
     recurrent_weights: torch.Tensor,
     p: LIFRefracParameters,
     dt: float,
-    v_init: float,
+    state: LIFRefracState,
     implementation: str = "auto",
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Simulate ``[T, B, H]`` input spikes from z = i = rho = 0, v = v_init.
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, LIFRefracState]:
+    """Simulate ``[T, B, H]`` input spikes from ``state`` (every field ``[B, N]``).
 
     ``input_weights`` is ``[N, H]``, ``recurrent_weights`` ``[N, N]``. Returns (spikes, rho, voltages),
-    each ``[T, B, N]``, the state after every step; spikes carry no gradient, rho and voltages do.
+    each ``[T, B, N]``, the state after every step, and the final state, which continues the run.
+    Spikes carry no gradient, rho and voltages do; no gradient flows into the initial state (a run
+    continued from a final state is back-propagated in separate pieces).
 
     ``implementation``: "numba" (the fused kernels; raises if they are unavailable), "torch" (loop
     Norse's step), or "auto": numba for float32 CPU tensors when it is available, else torch with a
@@ -473,7 +488,7 @@ def lif_refrac_fast(
     if p.lif.method not in _METHOD_CODES:
         raise ValueError(f"method must be one of {tuple(_METHOD_CODES)}, got {p.lif.method!r}")
     if implementation == "torch":
-        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_init)
+        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state)
     tensors = (input_spikes, input_weights, recurrent_weights)
     if any(tensor.device.type != "cpu" for tensor in tensors):
         problem = "the tensors are not on the CPU"
@@ -485,5 +500,10 @@ def lif_refrac_fast(
         if implementation == "numba":
             raise RuntimeError(f"lif_refrac_fast: the numba path cannot run: {problem}")
         _warn_once(problem)
-        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, v_init)
-    return _LIFRefracFunction.apply(input_spikes.contiguous(), input_weights, recurrent_weights, p, dt, v_init)
+        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state)
+    spikes, rho, voltages, i_final = _LIFRefracFunction.apply(
+        input_spikes.contiguous(), input_weights, recurrent_weights, p, dt, state.lif.z, state.lif.v, state.lif.i,
+        state.rho,
+    )
+    final_state = LIFRefracState(LIFState(spikes[-1], voltages[-1].detach(), i_final), rho[-1].detach())
+    return spikes, rho, voltages, final_state

@@ -136,11 +136,9 @@ class RefractoryLIFNetwork(torch.nn.Module):
         if self.backend == "fast":
             from .fast_lif import lif_refrac_fast
 
-            # TODO(owner): pass `state` once fast_lif takes an initial state
-            spikes, rho, voltages = lif_refrac_fast(
-                input_spikes, self.input_weights, self.recurrent_weights, self.p, self.dt, self.v_init
+            spikes, rho, voltages, final_state = lif_refrac_fast(
+                input_spikes, self.input_weights, self.recurrent_weights, self.p, self.dt, state
             )
-            final_state = None
         else:
             spikes, rho, voltages, final_state = self._norse_loop(input_spikes, state)
         refractory = threshold(rho, self.p.lif.method, self.p.lif.alpha)
