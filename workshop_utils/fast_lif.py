@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState, lif_refrac_step
+from norse.torch.functional.threshold import threshold
 
 try:
     import numba
@@ -142,9 +143,9 @@ def _add_columns(out, w_t, indices, start, stop, chunk, partial):
 
 @_njit
 def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0, i0, rho0, a, c, v_leak, v_th,
-                   v_reset, rho_reset, z_out, rho_out, v_out, vd_out, i_final):
+                   v_reset, rho_reset, z_out, rho_out, ref_out, v_out, vd_out, i_final):
     """Iterate the step for the batch entries b0 <= b < b1 from the state (z0, v0, i0, rho0) [B, N];
-    writes z, rho, v, v_decayed [T, B, N] and the last synaptic current ``i_final`` [B, N].
+    writes z, rho, Theta(rho), v, v_decayed [T, B, N] and the last synaptic current ``i_final`` [B, N].
 
     ``x`` [T, B, H] are the input spikes, ``w_in_t`` [H, N] and ``w_rec_t`` [N, N] the transposed
     weights. With ``chunk_in`` = 0 the input currents are taken from ``proj`` [T, B, N] instead.
@@ -199,6 +200,7 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0
                 count += fire
                 z_out[t, b, n] = z
                 rho_out[t, b, n] = rho[b, n]
+                ref_out[t, b, n] = one if rho[b, n] > zero else zero
                 v_out[t, b, n] = v[b, n]
             n_spiking[b] = count
         spiking, new_spiking = new_spiking, spiking
@@ -209,10 +211,10 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0
 
 
 @_njit
-def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr, x_indices, H, w_rec_t, z0, v0, rho0,
+def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, x_indptr, x_indices, H, w_rec_t, z0, v0, rho0,
                     a, c, v_th, v_reset, rho_reset, method, alpha, dj_out):
     """BPTT for the batch entries b0 <= b < b1, from the forward pass's [T, B, N] records and the
-    output gradients ``g_rho``, ``g_v`` [T, B, N] and the initial state (z0, v0, rho0) [B, N]: writes the adjoint dL/dj of every step's current
+    output gradients ``g_rho``, ``g_ref`` (of Theta(rho)), ``g_v`` [T, B, N] and the initial state (z0, v0, rho0) [B, N]: writes the adjoint dL/dj of every step's current
     jump into ``dj_out`` [T, B, N] and returns this block's weight gradients, transposed, [H, N] and
     [N, N]. (x_indptr, x_indices) are the block's input spikes as returned by :func:`_forward_block`.
 
@@ -243,7 +245,10 @@ def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_v, x_indptr,
                 fired = s > zero  # spike before the refractory mask
                 z_new = z_all[t, b, n]
                 lv_n = lv[b, n] + g_v[t, b, n]
-                lrho_n = lrho[b, n] + g_rho[t, b, n]
+                # the readout Theta(rho') back-propagates through the same surrogate
+                rho_new = rho_all[t, b, n]
+                sig_new = sig_rho0 if rho_new == zero else _surrogate(rho_new, method, alpha)
+                lrho_n = lrho[b, n] + g_rho[t, b, n] + g_ref[t, b, n] * sig_new
                 sig_rho = sig_rho0 if rho_prev == zero else _surrogate(rho_prev, method, alpha)
                 sig_s = zero if refractory else _surrogate(s, method, alpha)
 
@@ -316,11 +321,12 @@ def _fast_path_problem() -> str:
     if _NUMBA_PROBLEM:
         return _NUMBA_PROBLEM
     try:
-        weights = torch.ones(2, 2, requires_grad=True)
-        p = LIFRefracParameters()
-        state = [torch.zeros(1, 2)] * 4
-        _, rho, voltages, _ = _LIFRefracFunction.apply(torch.ones(2, 1, 2), weights, weights, p, 1e-3, *state)
-        (rho.sum() + voltages.sum()).backward()
+        with torch.enable_grad():  # the first call may come from inside torch.no_grad()
+            weights = torch.ones(2, 2, requires_grad=True)
+            state = [torch.zeros(1, 2)] * 4
+            outputs = _LIFRefracFunction.apply(torch.ones(2, 1, 2), weights, weights, LIFRefracParameters(), 1e-3, *state)
+            _, rho, refractory, voltages, _ = outputs
+            (rho.sum() + refractory.sum() + voltages.sum()).backward()
         for method in _METHOD_CODES:
             _surrogate(np.float32(0.0), _METHOD_CODES[method], np.float32(1.0))
     except Exception as error:  # a numba typing or lowering error
@@ -387,7 +393,7 @@ class _LIFRefracFunction(torch.autograd.Function):
         if not chunk_rec:
             _warn_once(f"the recurrent sum for B={B}, N={N} may differ from torch's by rounding", fallback=False)
             chunk_rec = N
-        spikes, rho, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(4))
+        spikes, rho, refractory, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(5))
         i_final = torch.empty(B, N)
         ctx.blocks = _batch_blocks(B)
 
@@ -396,7 +402,7 @@ class _LIFRefracFunction(torch.autograd.Function):
                 input_spikes.numpy(), input_weights.detach().t().contiguous().numpy(), chunk_in, proj.numpy(),
                 recurrent_weights.detach().t().contiguous().numpy(), chunk_rec, *(x.numpy() for x in initial),
                 k["a"], k["c"], k["v_leak"], k["v_th"], k["v_reset"], k["rho_reset"], spikes.numpy(), rho.numpy(),
-                voltages.numpy(), v_decayed.numpy(), i_final.numpy(),
+                refractory.numpy(), voltages.numpy(), v_decayed.numpy(), i_final.numpy(),
             )
             return _in_parallel([(_forward_block, (b0, b1) + args) for b0, b1 in ctx.blocks])
 
@@ -411,16 +417,16 @@ class _LIFRefracFunction(torch.autograd.Function):
                               rho0)
         ctx.constants, ctx.method = k, _METHOD_CODES[p.lif.method]
         ctx.mark_non_differentiable(spikes, i_final)
-        return spikes, rho, voltages, i_final
+        return spikes, rho, refractory, voltages, i_final
 
     @staticmethod
-    def backward(ctx, _grad_spikes, grad_rho, grad_voltages, _grad_i_final):
+    def backward(ctx, _grad_spikes, grad_rho, grad_refractory, grad_voltages, _grad_i_final):
         input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0, rho0 = ctx.saved_tensors
         T, B, H = input_spikes.shape
         N = input_weights.shape[0]
         k = ctx.constants
         dj = torch.empty(T, B, N)
-        arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed, grad_rho, grad_voltages)]
+        arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed, grad_rho, grad_refractory, grad_voltages)]
         w_rec_t = recurrent_weights.detach().t().contiguous().numpy()
         args = (w_rec_t, z0.numpy(), v0.numpy(), rho0.numpy(), k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"],
                 ctx.method, k["alpha"], dj.numpy())
@@ -460,7 +466,8 @@ def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, stat
         spikes.append(z.detach())
         rho.append(state.rho)
         voltages.append(state.lif.v)
-    return torch.stack(spikes), torch.stack(rho), torch.stack(voltages), state
+    rho = torch.stack(rho)
+    return torch.stack(spikes), rho, threshold(rho, p.lif.method, p.lif.alpha), torch.stack(voltages), state
 
 
 def lif_refrac_fast(
@@ -471,12 +478,13 @@ def lif_refrac_fast(
     dt: float,
     state: LIFRefracState,
     implementation: str = "auto",
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, LIFRefracState]:
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LIFRefracState]:
     """Simulate ``[T, B, H]`` input spikes from ``state`` (every field ``[B, N]``).
 
-    ``input_weights`` is ``[N, H]``, ``recurrent_weights`` ``[N, N]``. Returns (spikes, rho, voltages),
-    each ``[T, B, N]``, the state after every step, and the final state, which continues the run.
-    Spikes carry no gradient, rho and voltages do; no gradient flows into the initial state (a run
+    ``input_weights`` is ``[N, H]``, ``recurrent_weights`` ``[N, N]``. Returns (spikes, rho,
+    refractory, voltages), each ``[T, B, N]``, the state after every step (refractory = Theta(rho) with
+    the surrogate gradient of ``p.lif.method``), and the final state, which continues the run.
+    Spikes carry no gradient, the others do; no gradient flows into the initial state (a run
     continued from a final state is back-propagated in separate pieces).
 
     ``implementation``: "numba" (the fused kernels; raises if they are unavailable), "torch" (loop
@@ -501,9 +509,9 @@ def lif_refrac_fast(
             raise RuntimeError(f"lif_refrac_fast: the numba path cannot run: {problem}")
         _warn_once(problem)
         return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state)
-    spikes, rho, voltages, i_final = _LIFRefracFunction.apply(
+    spikes, rho, refractory, voltages, i_final = _LIFRefracFunction.apply(
         input_spikes.contiguous(), input_weights, recurrent_weights, p, dt, state.lif.z, state.lif.v, state.lif.i,
         state.rho,
     )
     final_state = LIFRefracState(LIFState(spikes[-1], voltages[-1].detach(), i_final), rho[-1].detach())
-    return spikes, rho, voltages, final_state
+    return spikes, rho, refractory, voltages, final_state

@@ -136,12 +136,12 @@ class RefractoryLIFNetwork(torch.nn.Module):
         if self.backend == "fast":
             from .fast_lif import lif_refrac_fast
 
-            spikes, rho, voltages, final_state = lif_refrac_fast(
+            spikes, rho, refractory, voltages, final_state = lif_refrac_fast(
                 input_spikes, self.input_weights, self.recurrent_weights, self.p, self.dt, state
             )
         else:
             spikes, rho, voltages, final_state = self._norse_loop(input_spikes, state)
-        refractory = threshold(rho, self.p.lif.method, self.p.lif.alpha)
+            refractory = threshold(rho, self.p.lif.method, self.p.lif.alpha)
         return NetworkTrace(spikes, rho, refractory, voltages, final_state)
 
     def forward(self, input_spikes: torch.Tensor):
