@@ -31,17 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input  # noqa: E402
-
-try:
-    from workshop_utils.distribution import joint_distribution
-except ImportError:  # a local copy for k variables: p[b, s] = mean_t prod_j (z_j or 1 - z_j)
-
-    def joint_distribution(states):
-        joint = torch.ones(*states.shape[:2], 1, dtype=states.dtype)
-        for j in range(states.shape[2]):
-            z = states[:, :, j : j + 1]
-            joint = torch.stack([joint * (1 - z), joint * z], dim=-1).flatten(start_dim=2)
-        return joint.mean(dim=0)
+from workshop_utils.training import training_step  # noqa: E402
 
 
 def make_step(backend, T, B, N, H, k, device, seed=0):
@@ -51,17 +41,11 @@ def make_step(backend, T, B, N, H, k, device, seed=0):
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     x = poisson_input(0.3, T, B, H, torch.Generator().manual_seed(seed)).to(device)
     target = torch.softmax(torch.randn(2**k, generator=torch.Generator().manual_seed(seed)), 0).to(device)
+    target = target.expand(B, -1)
 
     def step():
-        optimizer.zero_grad()
-        refractory, _ = network(x)
-        p = joint_distribution(refractory[:, :, :k])
-        loss = torch.nn.functional.kl_div(torch.log(p.clamp(min=1e-7)), target.expand_as(p), reduction="batchmean")
-        loss.backward()
-        optimizer.step()
-        if device != "cpu":
-            torch.cuda.synchronize()
-        return loss.item()
+        loss = training_step(network, optimizer, x, target, k).loss.item()  # .item() waits for a GPU too
+        return loss
 
     return step
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -69,3 +70,11 @@ def test_failed_save_keeps_the_previous_results(tmp_path, result, monkeypatch):
 def test_missing_results_say_which_notebook_to_run(tmp_path):
     with pytest.raises(FileNotFoundError, match="03_training"):
         load_results(tmp_path / "nothing-here")
+
+
+def test_saved_files_are_readable_by_others(tmp_path, result):
+    import stat
+
+    directory = save_results(result, tmp_path / "run")
+    assert directory.stat().st_mode & stat.S_IROTH or os.umask(os.umask(0)) & 0o004
+    assert (directory / "run.json").stat().st_mode & stat.S_IRGRP or os.umask(os.umask(0)) & 0o040

@@ -1,5 +1,6 @@
 """Reusable, tested code of the stochastic-computing workshop: neurons, distributions, training, I/O, plots."""
 
+from . import evaluation, experiments, plotting
 from .distribution import joint_distribution, kl_loss, state_labels
 from .neurons import NetworkTrace, RefractoryLIFNetwork, notebook_parameters, poisson_input
 from .paths import workshop_root

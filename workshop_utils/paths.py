@@ -1,5 +1,6 @@
 """Where the workshop keeps its results and images, seen from a notebook or a script."""
 
+import os
 from pathlib import Path
 
 
@@ -7,3 +8,10 @@ def workshop_root(start=None) -> Path:
     """The repository root when run from it or from ``notebooks/``; otherwise (Colab) the working directory."""
     here = Path(start) if start is not None else Path.cwd()
     return here.parent if here.name == "notebooks" else here
+
+
+def current_umask() -> int:
+    """The process's file-creation mask (files made by tempfile are private until chmod-ed with it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

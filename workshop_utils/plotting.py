@@ -12,6 +12,7 @@ from matplotlib.collections import PatchCollection
 from matplotlib.patches import Rectangle
 
 from .distribution import state_labels
+from .paths import current_umask
 
 TRACE_SPACING = 1.2  # vertical offset between the membrane traces of panel A
 
@@ -130,6 +131,7 @@ def save_figure(fig, path, dpi: int = 150) -> Path:
     os.close(handle)
     try:
         fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
+        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private
         os.replace(temporary, path)
     except BaseException:
         os.unlink(temporary)

@@ -17,6 +17,8 @@ from typing import Dict
 import numpy as np
 import torch
 
+from .paths import current_umask
+
 ARRAYS = ("refrac", "p_target", "p_f", "losses", "voltages")
 WEIGHTS_FILE = "weights.pt"
 RECORD_FILE = "run.json"
@@ -58,6 +60,7 @@ def save_results(result, directory, extra: Dict = None) -> Path:
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes it private
         for name, tensor in arrays.items():
             np.save(staging / f"{name}.npy", tensor.detach().cpu().numpy())
         torch.save({key: value.cpu() for key, value in result.model.state_dict().items()}, staging / WEIGHTS_FILE)
