@@ -25,7 +25,7 @@ $(INSTALLED): requirements.txt pyproject.toml
 
 run: $(INSTALLED)
 	mkdir -p $(EXECUTED)
-	set -e; for md in $(NOTEBOOKS); do \
+	@set -e; for md in $(NOTEBOOKS); do \
 		name=$$(basename $$md .md); \
 		echo "== $$name"; \
 		$(VENV)/bin/papermill --cwd notebooks --kernel python3 --no-progress-bar $(PARAMS) \
@@ -36,7 +36,7 @@ run: $(INSTALLED)
 # The exercises and the five-variable run at full size; figures go to images/.
 exercises: $(INSTALLED)
 	mkdir -p $(EXECUTED)
-	set -e; for yaml in $(FULL_SIZE); do \
+	@set -e; for yaml in $(FULL_SIZE); do \
 		name=$$(basename $$yaml .yaml); \
 		echo "== $$name (full size)"; start=$$(date +%s); \
 		$(VENV)/bin/papermill --cwd notebooks --kernel python3 --no-progress-bar \

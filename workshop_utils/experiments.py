@@ -48,7 +48,7 @@ def seeds(config: ExperimentConfig, count: int = 3) -> List[ExperimentConfig]:
 
 
 def summarize(rows: List[Dict], by: str, metrics=("long_run_kl", "final_loss", "noise_floor", "seconds")) -> Dict:
-    """Mean and standard deviation of each metric over the rows that share ``row[by]``, in first-seen order:
+    """Mean and (population, ddof=0) standard deviation of each metric over the rows sharing ``row[by]``, in order:
     ``{value: {metric: (mean, std)}}``."""
     groups: Dict = {}
     for row in rows:
