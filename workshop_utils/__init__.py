@@ -9,6 +9,9 @@ from .targets import generate_target_distribution
 from .training import ExperimentConfig, TrainingResult, build_model, target_for, train, training_step
 
 __all__ = [
+    "evaluation",
+    "experiments",
+    "plotting",
     "ExperimentConfig",
     "NetworkTrace",
     "RefractoryLIFNetwork",
