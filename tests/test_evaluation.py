@@ -77,3 +77,14 @@ def test_boltzmann_rejects_bad_input():
         boltzmann_distribution(torch.tensor([[0.0, 1.0], [0.0, 0.0]]), torch.zeros(2))
     with pytest.raises(ValueError, match="coupling"):
         boltzmann_distribution(torch.zeros(3, 3), torch.zeros(2))
+
+
+def test_long_run_in_groups_pools_the_groups():
+    network = small_network()
+    grouped = long_run_distribution(network, 2, steps=300, chains=5, generator=torch.Generator().manual_seed(9),
+                                    burn_in=0, chunk=300, group=2)
+    g = torch.Generator().manual_seed(9)
+    counts = sum(state_counts(network, 2, 0.3, 300, n, g, chunk=300).sum(dim=0) for n in (2, 2, 1))
+    assert torch.allclose(grouped, (counts / counts.sum()).float())
+    with pytest.raises(ValueError, match="group"):
+        long_run_distribution(network, 2, steps=10, chains=2, group=0)

@@ -59,11 +59,19 @@ def long_run_distribution(
     generator: Optional[torch.Generator] = None,
     burn_in: int = 100,
     chunk: int = 1000,
+    group: Optional[int] = None,
 ) -> torch.Tensor:
     """The network's stationary distribution of its first k refractory states, ``[2**k]``, pooled
-    over ``chains`` chains of ``steps`` steps (640,000 samples by default) after a burn-in."""
-    counts = state_counts(model, k, rate, steps, chains, generator, chunk, burn_in)
-    return (counts.sum(dim=0) / counts.sum()).float()
+    over ``chains`` chains of ``steps`` steps (640,000 samples by default) after a burn-in.
+
+    ``group`` chains are simulated at a time (default: all), which bounds memory by
+    group x chunk x H input spikes."""
+    group = chains if group is None else require_positive_int("group", group)
+    counts = sum(
+        state_counts(model, k, rate, steps, min(group, chains - start), generator, chunk, burn_in).sum(dim=0)
+        for start in range(0, chains, group)
+    )
+    return (counts / counts.sum()).float()
 
 
 class NoiseFloor(NamedTuple):
