@@ -12,6 +12,13 @@ def require_positive_int(name: str, value) -> int:
     return value
 
 
+def require_non_negative_int(name: str, value) -> int:
+    """Return ``value`` as an int, or raise if it is not an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    return value
+
+
 def require_probability(name: str, value) -> float:
     """Return ``value`` as a float, or raise if it lies outside [0, 1]."""
     try:

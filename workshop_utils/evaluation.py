@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from .checks import require_positive_int, require_probability, require_readout_size
+from .checks import require_non_negative_int, require_positive_int, require_probability, require_readout_size
 from .distribution import joint_distribution, kl_per_chain
 from .neurons import RefractoryLIFNetwork, poisson_input
 
@@ -32,8 +32,7 @@ def state_counts(
     require_readout_size(k, model.neurons)
     require_probability("rate", rate)
     steps, chains, chunk = (require_positive_int(n, v) for n, v in (("steps", steps), ("chains", chains), ("chunk", chunk)))
-    if isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0:
-        raise ValueError(f"burn_in must be a non-negative integer, got {burn_in!r}")
+    require_non_negative_int("burn_in", burn_in)
     device = model.input_weights.device
     counts = torch.zeros(chains, 2**k, dtype=torch.float64, device=device)
     state = model.initial_state(chains, device)

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from .checks import (
     require_choice,
+    require_non_negative_int,
     require_positive_float,
     require_positive_int,
     require_probability,
@@ -57,10 +58,8 @@ class ExperimentConfig:
         require_readout_size(self.k, self.neurons)
         require_positive_float("learning_rate", self.learning_rate)
         require_probability("rate", self.rate)
-        for name in ("seed", "target_seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        require_non_negative_int("seed", self.seed)
+        require_non_negative_int("target_seed", self.target_seed)
         require_choice("backend", self.backend, BACKENDS)
         require_choice("method", self.method, SURROGATES)
         require_positive_float("alpha", self.alpha)
