@@ -11,6 +11,12 @@ before it, with imports, model, input and numba kernels in place -- i.e. the ext
 needs at its peak (tensors, autograd graph, allocator slack), not the Python/torch baseline.
 The cold first call of the fast path (numba compiling into an empty NUMBA_CACHE_DIR) and the warm one
 (loading from that cache) are timed in fresh subprocesses too.
+
+Both backends run in the environment the script is started in; by default torch's idle OpenMP
+threads spin for a few milliseconds after each parallel operation. ``OMP_WAIT_POLICY=PASSIVE python
+benchmarks/benchmark_training_step.py`` (as the Makefile sets for the notebooks) lets them sleep
+instead: the fast path's kernel threads then have the cores to themselves, and Norse's many small
+operations pay for waking them.
 """
 
 import argparse
@@ -131,7 +137,8 @@ def main():
     print(f"B={B}, N={N}, H={H}, k={k}, device={device}; torch threads: {torch.get_num_threads()} "
           f"({'set by --threads' if args.threads else 'torch default'}; the fast path runs one batch block per "
           "torch thread), "
-          f"numba threads: {numba_threads}, fast path available: {fast_lif.fast_path_available()}")
+          f"numba threads: {numba_threads}, fast path available: {fast_lif.fast_path_available()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(not set)')}")
     print()
     print("| T | norse s/step | fast s/step | speed-up | reps (norse/fast) | norse peak MiB | fast peak MiB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")

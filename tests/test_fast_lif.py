@@ -4,10 +4,9 @@ import warnings
 
 import pytest
 import torch
-from norse.torch.functional.threshold import threshold
-
 from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracState
+from norse.torch.functional.threshold import threshold
 
 from workshop_utils import fast_lif
 from workshop_utils.distribution import joint_distribution
@@ -111,43 +110,54 @@ def test_surrogate_is_norses_backward(method):
     assert torch.equal(ours == 0, expected == 0)
 
 
+def both_implementations(seed, loss, x=None):
+    """(spikes, rho, voltages, grad_in, grad_rec) of the numba kernels and of Norse's loop, for
+    ``loss(rho, refractory, voltages)`` on one random network of 16 neurons and 64 plain tensors of
+    weights (no autapse hook), with ``x`` [T, 8, 64] or 300 steps of Poisson input."""
+    torch.manual_seed(seed)
+    w_in = (torch.randn(16, 64) * 0.5).requires_grad_(True)
+    w_rec = (torch.randn(16, 16) * 0.5).requires_grad_(True)
+    x = poisson_input(0.3, 300, 8, 64, torch.Generator().manual_seed(seed)) if x is None else x
+    results = []
+    for implementation in ("numba", "torch"):
+        spikes, rho, refractory, voltages, _ = fast_lif.lif_refrac_fast(
+            x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), implementation
+        )
+        loss(rho, refractory, voltages).backward()
+        results.append((spikes, rho.detach(), voltages.detach(), w_in.grad.clone(), w_rec.grad.clone()))
+        w_in.grad = w_rec.grad = None
+    return results
+
+
+def every_output(rho, refractory, voltages):
+    return refractory.mean() + threshold(rho, "tanh", 100.0).mean() + voltages.mean()
+
+
 @requires_numba
 def test_recurrent_gradient_has_zero_diagonal_without_norses_hook():
     """A plain tensor has no autapse hook: the fast path zeroes the diagonal itself."""
-    torch.manual_seed(7)
-    w_in = (torch.randn(16, 64) * 0.5).requires_grad_(True)
-    w_rec = (torch.randn(16, 16) * 0.5).requires_grad_(True)
-    x = poisson_input(0.3, 200, 8, 64, torch.Generator().manual_seed(7))
-    grads = []
-    for implementation in ("numba", "torch"):
-        _, rho, refractory, voltages, _ = fast_lif.lif_refrac_fast(
-            x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), implementation
-        )
-        (refractory.mean() + threshold(rho, "tanh", 100.0).mean() + voltages.mean()).backward()
-        grads.append(w_rec.grad.clone())
-        w_rec.grad = None
-    fast, reference = grads
+    (*_, fast), (*_, reference) = both_implementations(7, every_output)
     assert torch.all(fast.diagonal() == 0) and torch.all(reference.diagonal() == 0)
     assert reference.norm() > 0
     assert relative_error(fast, reference) < 1e-3
 
 
 @requires_numba
+@pytest.mark.parametrize("output", [0, 1, 2])
+def test_a_loss_on_one_output_alone(output):
+    """The outputs a loss does not use get no gradient (None, not zeros); each of rho, Theta(rho)
+    and the voltages alone back-propagates as in Norse's loop."""
+    weights = torch.linspace(0.5, 1.5, 4)
+    fast, norse = both_implementations(13, lambda *outputs: (outputs[output][:, :, :4] * weights).mean())
+    assert norse[3].norm() > 0 and norse[4].norm() > 0
+    assert relative_error(fast[3], norse[3]) < 1e-3 and relative_error(fast[4], norse[4]) < 1e-3
+
+
+@requires_numba
 def test_input_that_is_not_binary():
     """Weighted input (not 0/1 spikes) takes the dense input path and still matches Norse's loop."""
-    torch.manual_seed(11)
-    w_in = (torch.randn(16, 64) * 0.5).requires_grad_(True)
-    w_rec = (torch.randn(16, 16) * 0.5).requires_grad_(True)
     x = poisson_input(0.3, 300, 8, 64, torch.Generator().manual_seed(11)) * torch.rand(300, 8, 64) * 2
-    results = []
-    for implementation in ("numba", "torch"):
-        spikes, rho, refractory, voltages, _ = fast_lif.lif_refrac_fast(
-            x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), implementation
-        )
-        (refractory.mean() + threshold(rho, "tanh", 100.0).mean() + voltages.mean()).backward()
-        results.append((spikes, rho.detach(), voltages.detach(), w_in.grad.clone(), w_rec.grad.clone()))
-        w_in.grad = w_rec.grad = None
-    assert_same(*results)
+    assert_same(*both_implementations(11, every_output, x))
 
 
 def test_forced_torch_implementation_is_norses_loop():

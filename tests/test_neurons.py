@@ -112,3 +112,32 @@ def test_poisson_input_rate_and_seed():
     assert spikes.shape == (2000, 4, 50)
     assert abs(spikes.mean().item() - 0.03) < 0.002  # 30 Hz at dt = 1 ms
     assert torch.equal(spikes, poisson_input(0.3, 2000, 4, 50, torch.Generator().manual_seed(0)))
+    assert not torch.equal(spikes, poisson_input(0.3, 2000, 4, 50, torch.Generator().manual_seed(1)))
+    torch.manual_seed(3)  # without a generator, torch's global one seeds the spikes
+    first = poisson_input(0.3, 100, 2, 8)
+    torch.manual_seed(3)
+    assert torch.equal(first, poisson_input(0.3, 100, 2, 8))
+
+
+def test_poisson_input_fills_a_reused_buffer_like_a_fresh_tensor():
+    fresh = poisson_input(0.3, 200, 4, 50, torch.Generator().manual_seed(2))
+    buffer = torch.ones(300, 4, 50)  # stale contents must not survive
+    filled = poisson_input(0.3, 200, 4, 50, torch.Generator().manual_seed(2), out=buffer[:200])
+    assert torch.equal(filled, fresh) and filled.data_ptr() == buffer.data_ptr()
+    with pytest.raises(ValueError, match="out must be a contiguous float32 tensor of shape \\[200, 4, 50\\]"):
+        poisson_input(0.3, 200, 4, 50, out=torch.zeros(200, 4, 49))
+
+
+def test_poisson_input_is_bernoulli_independently_per_entry():
+    """Counts per (chain, input) have the binomial mean and variance, consecutive steps are
+    uncorrelated, and the extreme rates give no spikes and 10 % (100 Hz) spikes."""
+    T, p = 4000, 0.03
+    spikes = poisson_input(0.3, T, 8, 64, torch.Generator().manual_seed(5)).double()
+    counts = spikes.sum(dim=0).flatten()  # [B * H]
+    assert abs(counts.mean().item() - T * p) < 3 * (T * p * (1 - p) / len(counts)) ** 0.5
+    assert 0.8 < counts.var().item() / (T * p * (1 - p)) < 1.25
+    centred = spikes - spikes.mean()
+    correlation = (centred[1:] * centred[:-1]).mean() / centred.pow(2).mean()
+    assert abs(correlation.item()) < 0.01
+    assert poisson_input(0.0, 50, 2, 8).sum() == 0
+    assert abs(poisson_input(1.0, 2000, 4, 50, torch.Generator().manual_seed(0)).mean().item() - 0.1) < 0.005

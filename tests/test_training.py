@@ -3,7 +3,9 @@ import dataclasses
 import pytest
 import torch
 
-from workshop_utils import ExperimentConfig, generate_target_distribution, target_for, train
+from workshop_utils import ExperimentConfig, RefractoryLIFNetwork, generate_target_distribution, target_for, train
+from workshop_utils.distribution import kl_per_chain
+from workshop_utils.evaluation import long_run_distribution
 from workshop_utils.training import OPTIMIZERS
 
 SMALL = dict(neurons=8, input_features=32, batch_size=4, timesteps=100, epochs=3, backend="norse")
@@ -95,17 +97,23 @@ def test_target_and_training_seeds_are_independent():
     assert first.losses == second.losses, "the target seed must not change the training's random numbers"
 
 
-def test_target_is_chain_zero_repeated(generator):
+def test_target_is_the_populations_stationary_distribution(generator):
+    """The same population (same torch seed) pooled over many chains: every state seen, close to a
+    separate long run of it, and one table repeated over the batch by target_for."""
     torch.manual_seed(0)
-    p = generate_target_distribution(3, 200, 5, 32, 8, generator=generator, backend="norse")
-    assert p.shape == (5, 8)
-    assert torch.equal(p, p[0].expand(5, 8))
-    assert torch.allclose(p.sum(dim=1), torch.ones(5), atol=1e-6)
+    p = generate_target_distribution(3, 32, 8, generator=generator, steps=4000, chains=8)
+    assert p.shape == (8,) and torch.isclose(p.sum(), torch.tensor(1.0), atol=1e-6) and (p > 0).all()
+    torch.manual_seed(0)
+    population = RefractoryLIFNetwork(32, 8)
+    p_again = long_run_distribution(population, 3, 0.3, 4000, 8, torch.Generator().manual_seed(99))
+    assert kl_per_chain(p_again[None], p).item() < 0.01
+    table = target_for(ExperimentConfig(**SMALL))
+    assert table.shape == (SMALL["batch_size"], 2**3) and torch.equal(table, table[0].expand_as(table))
 
 
 def test_target_rejects_k_larger_than_n(generator):
     with pytest.raises(ValueError, match="k"):
-        generate_target_distribution(9, 20, 2, 4, 8, generator=generator)
+        generate_target_distribution(9, 4, 8, generator=generator)
 
 
 def test_config_round_trips_through_a_dict():

@@ -5,6 +5,7 @@ per chain, so it stays above zero even for a perfect sampler. Here the network r
 instead, in chunks so memory stays flat, without autograd.
 """
 
+import math
 from typing import NamedTuple, Optional
 
 import torch
@@ -36,11 +37,12 @@ def state_counts(
     device = model.input_weights.device
     counts = torch.zeros(chains, 2**k, dtype=torch.float64, device=device)
     state = model.initial_state(chains, device)
+    buffer = torch.empty(min(chunk, max(steps, burn_in)), chains, model.input_features, device=device)
     done = -burn_in
     with torch.no_grad():
         while done < steps:
             length = min(chunk, steps - done) if done >= 0 else min(chunk, -done)
-            spikes = poisson_input(rate, length, chains, model.input_features, generator, device)
+            spikes = poisson_input(rate, length, chains, model.input_features, generator, device, out=buffer[:length])
             trace = model.trace(spikes, state)
             state = trace.final_state
             if done >= 0:
@@ -100,7 +102,7 @@ def noise_floor(
 class Fidelity(NamedTuple):
     p_long_run: torch.Tensor  # [2**k], the network's stationary distribution
     long_run_kl: float  # KL(p_target || p_long_run): how good the sampler really is
-    noise_floor: float  # expected KL(p_long_run || p_T) of a T-step estimate: the loss's noise part
+    noise_floor: float  # expected KL(p_long_run || p_T) of a T-step estimate: the loss's noise part (nan if skipped)
     noise_floor_std: float
 
 
@@ -114,11 +116,20 @@ def evaluate_fidelity(
     chains: int = 32,
     noise_chains: int = 256,
     seed: int = 0,
+    burn_in: int = 100,
+    chunk: int = 1000,
+    group: Optional[int] = None,
 ) -> Fidelity:
-    """Long-run KL against the target ``[2**k]`` (or ``[B, 2**k]``, row 0) and the noise floor at T."""
+    """Long-run KL against the target ``[2**k]`` (or ``[B, 2**k]``, row 0) and the noise floor at T.
+
+    ``steps``, ``chains``, ``burn_in``, ``chunk`` and ``group`` are those of :func:`long_run_distribution`;
+    ``noise_chains`` = 0 skips the noise floor (reported as nan)."""
+    require_non_negative_int("noise_chains", noise_chains)
     p_target = p_target[0] if p_target.dim() == 2 else p_target
     generator = torch.Generator(device=model.input_weights.device).manual_seed(seed)
-    p_long_run = long_run_distribution(model, k, rate, steps, chains, generator)
+    p_long_run = long_run_distribution(model, k, rate, steps, chains, generator, burn_in, chunk, group)
     long_run_kl = kl_per_chain(p_long_run.unsqueeze(0), p_target.to(p_long_run.device)).item()
+    if noise_chains == 0:
+        return Fidelity(p_long_run, long_run_kl, math.nan, math.nan)
     floor = noise_floor(model, k, timesteps, p_long_run, rate, noise_chains, generator)
     return Fidelity(p_long_run, long_run_kl, floor.mean, floor.std)

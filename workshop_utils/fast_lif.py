@@ -71,19 +71,27 @@ def _njit(function):
 
 
 @_njit_inline
+def _cutoff(method):
+    """|alpha x| beyond which Norse's float32 surrogate of ``method`` is exactly 0 (inf: none)."""
+    if method == 0:  # "tanh": tanhf(y) rounds to 1 for |y| > 9.1
+        return np.float32(9.5)
+    if method == 1:  # "heavi_erfc": exp(-y^2) underflows to 0 in float32
+        return np.float32(10.5)
+    return np.float32(np.inf)
+
+
+@_njit_inline
 def _surrogate(x, method, alpha):
     """Norse 1.1.0's backward of Theta at x (float32); exactly 0 where Norse's float32 value is 0."""
     if method == 2:  # "super": ignores alpha
         d = abs(x) + np.float32(1.0)
         return np.float32(1.0) / (d * d)
     y = x * alpha
-    if method == 0:  # "tanh": tanhf(y) rounds to 1 for |y| > 9.1
-        if abs(y) > np.float32(9.5):
-            return np.float32(0.0)
+    if abs(y) > _cutoff(method):
+        return np.float32(0.0)
+    if method == 0:
         t = math.tanh(y)
         return np.float32(1.0) - t * t
-    if abs(y) > np.float32(10.5):  # "heavi_erfc": exp(-y^2) underflows to 0 in float32
-        return np.float32(0.0)
     return np.float32(2.0) * math.exp(-(y * y)) / np.float32(math.sqrt(math.pi))
 
 
@@ -94,27 +102,29 @@ def _spike_lists(x, b0, b1):
     Also returns whether all entries are 0 or 1."""
     T, _, H = x.shape
     width = b1 - b0
+    bits = x.view(np.uint32)  # reading the bits compares faster than floats; 0.0 and 1.0 are exact
+    one = np.uint32(0x3F800000)
     indptr = np.zeros(T * width + 1, np.int64)
-    other = 0
-    for t in range(T):  # branch-free: spikes are too irregular for branch prediction
-        for b in range(b0, b1):
-            row = t * width + b - b0
-            count = 0
-            for h in range(H):
-                count += x[t, b, h] != 0
-                other += (x[t, b, h] != 0) & (x[t, b, h] != 1)
-            indptr[row + 1] = indptr[row] + count
-    indices = np.empty(indptr[-1], np.int32)
+    indices = np.empty(max(H, T * width * H // 16), np.int32)  # grows if more than 1/16 spike
+    binary = True
+    q = 0
     for t in range(T):
         for b in range(b0, b1):
-            q = indptr[t * width + b - b0]
-            for h in range(H):
-                indices[q] = h
-                q += x[t, b, h] != 0
-    return indptr, indices, other == 0
+            if q + H > indices.shape[0]:
+                bigger = np.empty(2 * indices.shape[0], np.int32)
+                bigger[:q] = indices[:q]
+                indices = bigger
+            for h in range(H):  # one pass; a branch, as input spikes are sparse
+                w = bits[t, b, h]
+                if w != 0:
+                    indices[q] = h
+                    q += 1
+                    binary &= w == one
+            indptr[t * width + b - b0 + 1] = q
+    return indptr, indices[:q], binary
 
 
-@_njit
+@_njit_inline
 def _add_columns(out, w_t, indices, start, stop, chunk, partial):
     """out = W s for binary s with ones at ``indices[start:stop]`` (ascending), ``w_t`` = W^T.
 
@@ -181,7 +191,6 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0
                 for n in range(N):  # explicit loops: numba's slice copies cost ~100 ns each
                     current_in[n] = proj[t, b, n]
             _add_columns(rec, w_rec_t, spiking[b], 0, n_spiking[b], chunk_rec, partial)
-            count = 0
             for n in range(N):
                 j = (i[b, n] + current_in[n]) + rec[n]  # i + linear(x, W_in) + linear(z, W_rec)
                 vd = v[b, n] + a * ((v_leak - v[b, n]) + j)
@@ -196,12 +205,14 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0
                 v[b, n] = v_reset if fire else held
                 counted = max(rho[b, n] - (one if refractory else zero), zero)
                 rho[b, n] = rho_reset if fire else counted
-                new_spiking[b, count] = n
-                count += fire
                 z_out[t, b, n] = z
                 rho_out[t, b, n] = rho[b, n]
                 ref_out[t, b, n] = one if rho[b, n] > zero else zero
                 v_out[t, b, n] = v[b, n]
+            count = 0
+            for n in range(N):  # this step's spikes as a list, for the next step's recurrent sum
+                new_spiking[b, count] = n
+                count += z_out[t, b, n] != zero
             n_spiking[b] = count
         spiking, new_spiking = new_spiking, spiking
     for b in range(b0, b1):
@@ -210,16 +221,40 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0
     return x_indptr, x_indices, binary
 
 
-@_njit
-def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, x_indptr, x_indices, H, w_rec_t, z0, v0, rho0,
-                    a, c, v_th, v_reset, rho_reset, method, alpha, dj_out):
-    """BPTT for the batch entries b0 <= b < b1, from the forward pass's [T, B, N] records and the
-    output gradients ``g_rho``, ``g_ref`` (of Theta(rho)), ``g_v`` [T, B, N] and the initial state (z0, v0, rho0) [B, N]: writes the adjoint dL/dj of every step's current
-    jump into ``dj_out`` [T, B, N] and returns this block's weight gradients, transposed, [H, N] and
-    [N, N]. (x_indptr, x_indices) are the block's input spikes as returned by :func:`_forward_block`.
+@_njit_inline
+def _dot(w_t, n, dj, t, b):
+    """sum_k w_t[n, k] dj[t, b, k], in four partial sums (a quarter of the dependency chain)."""
+    N = w_t.shape[1]
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    k = 0
+    while k + 4 <= N:
+        s0 += w_t[n, k] * dj[t, b, k]
+        s1 += w_t[n, k + 1] * dj[t, b, k + 1]
+        s2 += w_t[n, k + 2] * dj[t, b, k + 2]
+        s3 += w_t[n, k + 3] * dj[t, b, k + 3]
+        k += 4
+    while k < N:
+        s0 += w_t[n, k] * dj[t, b, k]
+        k += 1
+    return (s0 + s1) + (s2 + s3)
 
-    Per neuron the state adjoints are lv, li, lrho and lz = W_rec^T dj_{t+1}; lz is only computed
-    where this step's surrogates let it through.
+
+@_njit
+def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, given, x_indptr, x_indices, H, w_rec_t,
+                    z0, v0, rho0, a, c, v_th, v_reset, rho_reset, method, alpha, dj_out):
+    """BPTT for the batch entries b0 <= b < b1, from the forward pass's [T, B, N] records and the
+    output gradients ``g_rho``, ``g_ref`` (of Theta(rho)), ``g_v`` [T, B, N], of which only those
+    marked in ``given`` [3] are read (the others are zero), and the initial state (z0, v0, rho0)
+    [B, N]: writes the adjoint dL/dj of every step's current jump into ``dj_out`` [T, B, N] and
+    returns this block's weight gradients, transposed, [H, N] and [N, N]. (x_indptr, x_indices) are
+    the block's input spikes as returned by :func:`_forward_block`.
+
+    Per neuron the state adjoints are lv, li, lrho and lz = W_rec^T dj_{t+1}. Each row (t, b) takes
+    three passes over the neurons: a branch-free one that finds where a surrogate can be non-zero
+    (near threshold, for tanh and heavi_erfc) and where lz is used; a scalar one that computes
+    those few surrogates and dot products; and a branch-free one for the adjoints, which the
+    compiler vectorises. lz is summed in four partial sums, so dj differs from autograd's (which
+    sums in MKL's order) by rounding only.
     """
     T, B, N = z_all.shape
     grad_w_in_t = np.zeros((H, N), np.float32)
@@ -227,12 +262,44 @@ def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, x_
     zero = np.float32(0.0)
     one = np.float32(1.0)
     sig_rho0 = _surrogate(zero, method, alpha)
+    has_lz = sig_rho0 != zero
     lv = np.zeros((B, N), np.float32)
     li = np.zeros((B, N), np.float32)
     lrho = np.zeros((B, N), np.float32)
+    sig_s = np.zeros(N, np.float32)
+    sig_rho = np.zeros(N, np.float32)
+    sig_new = np.zeros(N, np.float32)
+    need = np.zeros(N, np.bool_)
+    lz = np.zeros(N, np.float32)
+    cut = _cutoff(method)
     for t in range(T - 1, -1, -1):
         for b in range(b0, b1):
-            for n in range(N):
+            for n in range(N):  # 1. which surrogates and lz this row needs
+                rho_prev = rho_all[t - 1, b, n] if t > 0 else rho0[b, n]
+                rho_new = rho_all[t, b, n]
+                s = vd_all[t, b, n] - v_th
+                sig_s[n] = zero
+                sig_rho[n] = sig_rho0 if rho_prev == zero else zero
+                sig_new[n] = sig_rho0 if rho_new == zero else zero
+                lz[n] = zero
+                rho_in_range = (rho_prev != zero) & (abs(rho_prev * alpha) <= cut)
+                need[n] = (((rho_prev <= zero) & (abs(s * alpha) <= cut)) | rho_in_range
+                           | ((rho_new != zero) & (abs(rho_new * alpha) <= cut))
+                           | ((s > zero) & (rho_prev == zero) & has_lz))
+            for n in range(N):  # 2. those surrogates (Theta at threshold, before and after) and lz
+                if need[n]:
+                    rho_prev = rho_all[t - 1, b, n] if t > 0 else rho0[b, n]
+                    rho_new = rho_all[t, b, n]
+                    if rho_prev <= zero:
+                        sig_s[n] = _surrogate(vd_all[t, b, n] - v_th, method, alpha)
+                    else:
+                        sig_rho[n] = _surrogate(rho_prev, method, alpha)
+                    if rho_new != zero:
+                        sig_new[n] = _surrogate(rho_new, method, alpha)
+                    fired = vd_all[t, b, n] - v_th > zero
+                    if t + 1 < T and (sig_s[n] != zero or (fired and sig_rho[n] != zero)):
+                        lz[n] = _dot(w_rec_t, n, dj_out, t + 1, b)
+            for n in range(N):  # 3. the adjoints
                 if t > 0:
                     rho_prev = rho_all[t - 1, b, n]
                     v_prev = v_all[t - 1, b, n]
@@ -241,41 +308,28 @@ def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, x_
                     v_prev = v0[b, n]
                 refractory = rho_prev > zero
                 vd = vd_all[t, b, n]
-                s = vd - v_th
-                fired = s > zero  # spike before the refractory mask
+                fired = vd - v_th > zero
                 z_new = z_all[t, b, n]
-                lv_n = lv[b, n] + g_v[t, b, n]
+                lv_n = lv[b, n] + (g_v[t, b, n] if given[2] else zero)
                 # the readout Theta(rho') back-propagates through the same surrogate
-                rho_new = rho_all[t, b, n]
-                sig_new = sig_rho0 if rho_new == zero else _surrogate(rho_new, method, alpha)
-                lrho_n = lrho[b, n] + g_rho[t, b, n] + g_ref[t, b, n] * sig_new
-                sig_rho = sig_rho0 if rho_prev == zero else _surrogate(rho_prev, method, alpha)
-                sig_s = zero if refractory else _surrogate(s, method, alpha)
-
-                lz = zero
-                if t + 1 < T and (sig_s != zero or (fired and sig_rho != zero)):
-                    for k in range(N):
-                        lz += w_rec_t[n, k] * dj_out[t + 1, b, k]
-
+                lrho_n = (lrho[b, n] + (g_rho[t, b, n] if given[0] else zero)
+                          + (g_ref[t, b, n] * sig_new[n] if given[1] else zero))
                 m = one if refractory else zero
                 # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
                 r_in = rho_prev - m
                 r = max(r_in, zero)
-                lz_total = lz + lrho_n * (rho_reset - r)
+                lz_total = lz[n] + lrho_n * (rho_reset - r)
                 d_rin = lrho_n * (one - z_new) if r_in > zero else zero
-                d_rho = d_rin
-                dm = -d_rin
                 # z' = (1 - m) z~
                 dzt = lz_total * (one - m)
-                if fired:
-                    dm -= lz_total
+                dm = (-d_rin - lz_total) if fired else -d_rin
                 # v' = (1 - m) v_lif + m v,  v_lif = (1 - z~) v_decayed + z~ v_reset  (z~ detached)
                 v_lif = v_reset if fired else vd
                 dv_lif = lv_n * (one - m)
                 dm += lv_n * (v_prev - v_lif)
                 dv = lv_n * m
-                d_rho += dm * sig_rho
-                dvd = (zero if fired else dv_lif) + dzt * sig_s
+                d_rho = d_rin + dm * sig_rho[n]
+                dvd = (zero if fired else dv_lif) + dzt * sig_s[n]
                 # v_decayed = v + a ((v_leak - v) + j),  i' = j + c j
                 dj = li[b, n] + c * li[b, n] + a * dvd
                 dv += dvd - a * dvd
@@ -417,6 +471,7 @@ class _LIFRefracFunction(torch.autograd.Function):
                               rho0)
         ctx.constants, ctx.method = k, _METHOD_CODES[p.lif.method]
         ctx.mark_non_differentiable(spikes, i_final)
+        ctx.set_materialize_grads(False)
         return spikes, rho, refractory, voltages, i_final
 
     @staticmethod
@@ -426,7 +481,13 @@ class _LIFRefracFunction(torch.autograd.Function):
         N = input_weights.shape[0]
         k = ctx.constants
         dj = torch.empty(T, B, N)
-        arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed, grad_rho, grad_refractory, grad_voltages)]
+        # gradients of outputs the loss does not use arrive as None (not materialised as zeros)
+        output_grads = (grad_rho, grad_refractory, grad_voltages)
+        given = np.array([grad is not None for grad in output_grads])
+        nothing = torch.zeros(1, 1, 1)
+        arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed)]
+        arrays += [nothing.numpy() if grad is None else grad.contiguous().numpy() for grad in output_grads]
+        arrays.append(given)
         w_rec_t = recurrent_weights.detach().t().contiguous().numpy()
         args = (w_rec_t, z0.numpy(), v0.numpy(), rho0.numpy(), k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"],
                 ctx.method, k["alpha"], dj.numpy())

@@ -18,8 +18,10 @@ A neuron that spikes is clamped for ``rho_reset`` steps. Its refractory state
 :math:`\Theta` is replaced by a smooth surrogate (``method``, ``alpha``).
 """
 
+import math
 from typing import NamedTuple, Optional
 
+import numpy as np
 import torch
 from norse.torch.functional.encode import poisson_encode
 from norse.torch.functional.lif import LIFParameters, LIFState
@@ -56,18 +58,57 @@ def poisson_input(
     input_features: int,
     generator: Optional[torch.Generator] = None,
     device="cpu",
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Independent Poisson spike trains ``[T, B, H]`` (0/1 floats).
 
-    ``rate`` is a fraction of Norse's maximal rate of 100 Hz, as in the original notebook:
-    rate 0.3 means 30 Hz, i.e. a spike probability of 0.03 per 1 ms step.
+    ``rate`` is a fraction of Norse's maximal rate of 100 Hz, as Norse's ``poisson_encode`` reads it:
+    rate 0.3 means 30 Hz, i.e. a spike probability of 0.03 per 1 ms step, independently for every
+    step, chain and input. On the CPU the spikes are placed by drawing the geometric gaps between
+    them (numpy), about one random number per spike instead of one per entry, seeded from
+    ``generator`` (default: torch's global generator, so ``torch.manual_seed`` reproduces them).
+    On other devices ``poisson_encode`` draws them there.
+
+    ``out``, a contiguous float32 ``[T, B, H]`` tensor on ``device``, is overwritten and returned
+    instead of a new tensor: a training loop that reuses it saves allocating (and the operating
+    system zeroing) T x B x H fresh floats every epoch.
     """
     rate = require_probability("rate", rate)
     timesteps = require_positive_int("T (timesteps)", timesteps)
     batch_size = require_positive_int("B (batch size)", batch_size)
     input_features = require_positive_int("H (input features)", input_features)
-    values = torch.full((batch_size, input_features), rate, device=device)
-    return poisson_encode(values, timesteps, generator=generator)
+    shape = (timesteps, batch_size, input_features)
+    if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous()
+                            or out.device != torch.device(device)):
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {list(shape)} on {device}, "
+                         f"got {out.dtype} {list(out.shape)} on {out.device}")
+    if torch.device(device).type != "cpu":
+        values = torch.full((batch_size, input_features), rate, device=device)
+        spikes = poisson_encode(values, timesteps, generator=generator)
+        return spikes if out is None else out.copy_(spikes)
+    p = 0.1 * rate  # dt * f_max * rate with dt = 1 ms, f_max = 100 Hz
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    if out is None:
+        flat = np.zeros(math.prod(shape), np.float32)  # calloc: pages are zeroed as they are first written
+    else:
+        flat = out.numpy().reshape(-1)
+        flat.fill(0.0)
+    _place_bernoulli_spikes(flat, p, np.random.default_rng(seed))
+    return torch.from_numpy(flat.reshape(shape)) if out is None else out
+
+
+def _place_bernoulli_spikes(flat: np.ndarray, p: float, rng: np.random.Generator) -> None:
+    """Set entries of the all-zero float32 array ``flat`` to 1 with probability p independently:
+    the gaps between consecutive ones are geometric(p)."""
+    n = flat.shape[0]
+    position = -1  # the last spike placed
+    while p > 0:
+        expected = (n - position) * p
+        positions = position + np.cumsum(rng.geometric(p, size=int(expected + 5 * math.sqrt(expected) + 16)))
+        flat[positions[positions < n]] = 1.0
+        if positions[-1] >= n:
+            break
+        position = int(positions[-1])
 
 
 class NetworkTrace(NamedTuple):
