@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState, lif_refrac_step
-from norse.torch.functional.threshold import threshold
+
+from .neurons import step_loop
 
 try:
     import numba
@@ -521,14 +522,8 @@ def _zero_diagonal_gradient(recurrent_weights: torch.Tensor) -> torch.Tensor:
 def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state):
     """The reference: Norse's ``lif_refrac_step`` called once per step; same arguments and results."""
     recurrent_weights = _zero_diagonal_gradient(recurrent_weights)
-    spikes, rho, voltages = [], [], []
-    for x in input_spikes:
-        z, state = lif_refrac_step(x, state, input_weights, recurrent_weights, p, dt)
-        spikes.append(z.detach())
-        rho.append(state.rho)
-        voltages.append(state.lif.v)
-    rho = torch.stack(rho)
-    return torch.stack(spikes), rho, threshold(rho, p.lif.method, p.lif.alpha), torch.stack(voltages), state
+    step = lambda x, s: lif_refrac_step(x, s, input_weights, recurrent_weights, p, dt)  # noqa: E731
+    return step_loop(step, input_spikes, state, p)
 
 
 def lif_refrac_fast(

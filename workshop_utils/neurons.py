@@ -121,6 +121,20 @@ class NetworkTrace(NamedTuple):
     final_state: LIFRefracState  # state after the last step, each field [B, N]; continues a run
 
 
+def step_loop(step, input_spikes: torch.Tensor, state: LIFRefracState, p: LIFRefracParameters):
+    """Call ``step(x, state) -> (z, state)`` (Norse's cell or ``lif_refrac_step``) once per time step
+    of ``[T, B, H]`` input; returns (spikes, rho, refractory, voltages), each ``[T, B, N]``, and the
+    final state. Spikes are detached; refractory is Theta(rho) with the surrogate of ``p``."""
+    spikes, rho, voltages = [], [], []
+    for x in input_spikes:
+        z, state = step(x, state)
+        spikes.append(z.detach())
+        rho.append(state.rho)
+        voltages.append(state.lif.v)
+    rho = torch.stack(rho)
+    return torch.stack(spikes), rho, threshold(rho, p.lif.method, p.lif.alpha), torch.stack(voltages), state
+
+
 class RefractoryLIFNetwork(torch.nn.Module):
     """N recurrently connected refractory LIF neurons driven by H input spike trains.
 
@@ -181,20 +195,10 @@ class RefractoryLIFNetwork(torch.nn.Module):
                 input_spikes, self.input_weights, self.recurrent_weights, self.p, self.dt, state
             )
         else:
-            spikes, rho, voltages, final_state = self._norse_loop(input_spikes, state)
-            refractory = threshold(rho, self.p.lif.method, self.p.lif.alpha)
+            spikes, rho, refractory, voltages, final_state = step_loop(self.cell, input_spikes, state, self.p)
         return NetworkTrace(spikes, rho, refractory, voltages, final_state)
 
     def forward(self, input_spikes: torch.Tensor):
         """``[T, B, H]`` input spikes -> (refractory states, voltages), both ``[T, B, N]``."""
         trace = self.trace(input_spikes)
         return trace.refractory, trace.voltages
-
-    def _norse_loop(self, input_spikes: torch.Tensor, state: LIFRefracState):
-        spikes, rho, voltages = [], [], []
-        for x in input_spikes:
-            z, state = self.cell(x, state)
-            spikes.append(z.detach())
-            rho.append(state.rho)
-            voltages.append(state.lif.v)
-        return torch.stack(spikes), torch.stack(rho), torch.stack(voltages), state
