@@ -9,9 +9,6 @@ EXECUTED := results/executed
 # Kernels come from the virtual environment, whatever the user has installed elsewhere.
 export JUPYTER_PATH := $(abspath $(VENV))/share/jupyter
 export MPLBACKEND := Agg
-# After each parallel operation torch's OpenMP threads spin for milliseconds by default, taking the
-# cores from the fast path's kernel threads (a 2-thread training step: 27 ms spinning, 21 ms passive).
-export OMP_WAIT_POLICY ?= PASSIVE
 # Extra papermill arguments for `make run`, e.g. PARAMS="-p epochs 80 -p seed 3".
 PARAMS ?=
 

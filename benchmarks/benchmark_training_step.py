@@ -3,8 +3,9 @@
     python benchmarks/benchmark_training_step.py                       # T = 250, 1000, 4000, 8000
     python benchmarks/benchmark_training_step.py --timesteps 250 --repeats 3
 
-Both backends run in this one process with interleaved repetitions (norse, fast, norse, fast, ...);
-the table shows the median. Peak memory is measured separately, one fresh subprocess per backend and
+Both backends run in this one process with interleaved repetitions (norse, fast, norse, fast, ...;
+9 by default, fewer of Norse's slow steps at T > 1000); the table shows the median. A second table
+splits the fast path's step into its phases, and the time of its two kernels. Peak memory is measured separately, one fresh subprocess per backend and
 T: the growth of the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs;
 ``ru_maxrss`` where that is unavailable) over the first training step, from the resident set just
 before it, with imports, model, input and numba kernels in place -- i.e. the extra host memory a step
@@ -12,11 +13,8 @@ needs at its peak (tensors, autograd graph, allocator slack), not the Python/tor
 The cold first call of the fast path (numba compiling into an empty NUMBA_CACHE_DIR) and the warm one
 (loading from that cache) are timed in fresh subprocesses too.
 
-Both backends run in the environment the script is started in; by default torch's idle OpenMP
-threads spin for a few milliseconds after each parallel operation. ``OMP_WAIT_POLICY=PASSIVE python
-benchmarks/benchmark_training_step.py`` (as the Makefile sets for the notebooks) lets them sleep
-instead: the fast path's kernel threads then have the cores to themselves, and Norse's many small
-operations pay for waking them.
+Both backends run in the environment the script is started in. The fast path runs its kernels on
+torch's own OpenMP threads where it can (the "runner" printed first; see workshop_utils.parallel).
 """
 
 import argparse
@@ -54,6 +52,54 @@ def make_step(backend, T, B, N, H, k, device, seed=0):
         return loss
 
     return step
+
+
+def phase_times(T, B, N, H, k, device, repeats, seed=0):
+    """Median milliseconds of the fast path's phases of a training step: the forward pass (of which
+    the kernel), the readout and loss, the backward pass (of which the kernel), and Adam."""
+    from workshop_utils import fast_lif
+    from workshop_utils.distribution import joint_distribution, kl_loss
+
+    torch.manual_seed(seed)
+    network = RefractoryLIFNetwork(H, N, notebook_parameters(), backend="fast").to(device)
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    x = poisson_input(0.3, T, B, H, torch.Generator().manual_seed(seed)).to(device)
+    target = torch.softmax(torch.randn(2**k, generator=torch.Generator().manual_seed(seed)), 0).to(device)
+    kernels = {}
+    run_in_parallel = fast_lif.in_parallel
+
+    def timed_kernels(calls):
+        start = time.perf_counter()
+        results = run_in_parallel(calls)
+        kernels.setdefault(calls[0][0].__name__, []).append(time.perf_counter() - start)
+        return results
+
+    phases = {"forward": [], "loss": [], "backward": [], "adam": []}
+    fast_lif.in_parallel = timed_kernels
+    try:
+        for rep in range(repeats + 1):  # the first is a warm-up
+            marks = [time.perf_counter()]
+            optimizer.zero_grad()
+            refractory, _ = network(x)
+            marks.append(time.perf_counter())
+            loss = kl_loss(joint_distribution(refractory[:, :, :k]), target.expand(B, -1))
+            marks.append(time.perf_counter())
+            loss.backward()
+            marks.append(time.perf_counter())
+            optimizer.step()
+            loss.item()
+            marks.append(time.perf_counter())
+            if rep == 0:
+                kernels.clear()
+                continue
+            for name, start, stop in zip(phases, marks, marks[1:]):
+                phases[name].append(stop - start)
+    finally:
+        fast_lif.in_parallel = run_in_parallel
+    median = {name: 1e3 * statistics.median(values) for name, values in phases.items()}
+    median["forward kernel"] = 1e3 * statistics.median(kernels["_forward_block"])
+    median["backward kernel"] = 1e3 * statistics.median(kernels["_backward_block"])
+    return median
 
 
 def timed(step):
@@ -111,7 +157,7 @@ def run_child(args, env=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[250, 1000, 4000, 8000])
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per backend at T <= 1000")
+    parser.add_argument("--repeats", type=int, default=9, help="timed steps per backend at T <= 1000")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--neurons", type=int, default=32)
     parser.add_argument("--inputs", type=int, default=256)
@@ -119,6 +165,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: leave torch's default)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the fast path's per-phase times")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -130,14 +177,12 @@ def main():
         print(json.dumps(result))
         return
 
-    from workshop_utils import fast_lif
+    from workshop_utils import fast_lif, parallel
 
     B, N, H, k, device = args.batch, args.neurons, args.inputs, args.k, args.device
-    numba_threads = fast_lif.numba.get_num_threads() if fast_lif.numba is not None else 0
     print(f"B={B}, N={N}, H={H}, k={k}, device={device}; torch threads: {torch.get_num_threads()} "
           f"({'set by --threads' if args.threads else 'torch default'}; the fast path runs one batch block per "
-          "torch thread), "
-          f"numba threads: {numba_threads}, fast path available: {fast_lif.fast_path_available()}, "
+          f"torch thread), runner: {parallel.runner()}, fast path available: {fast_lif.fast_path_available()}, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(not set)')}")
     print()
     print("| T | norse s/step | fast s/step | speed-up | reps (norse/fast) | norse peak MiB | fast peak MiB |")
@@ -164,6 +209,17 @@ def main():
                 memory[backend] = f"{grown:.0f}"
         print(f"| {T} | {norse:.4f} | {fast:.4f} | {norse / fast:.1f}x | {reps['norse']}/{reps['fast']} "
               f"| {memory['norse']} | {memory['fast']} |", flush=True)
+
+    if not args.no_breakdown:
+        print()
+        print("Fast path, median ms per phase of a step (forward and backward include their kernels):")
+        print()
+        print("| T | forward | of which kernel | readout + KL | backward | of which kernel | Adam |")
+        print("|---:|---:|---:|---:|---:|---:|---:|")
+        for T in args.timesteps:
+            ms = phase_times(T, B, N, H, k, device, args.repeats)
+            print(f"| {T} | {ms['forward']:.1f} | {ms['forward kernel']:.1f} | {ms['loss']:.1f} | {ms['backward']:.1f} "
+                  f"| {ms['backward kernel']:.1f} | {ms['adam']:.1f} |", flush=True)
 
     print()
     with tempfile.TemporaryDirectory() as cache:

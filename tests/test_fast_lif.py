@@ -8,7 +8,7 @@ from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracState
 from norse.torch.functional.threshold import threshold
 
-from workshop_utils import fast_lif
+from workshop_utils import fast_lif, parallel
 from workshop_utils.distribution import joint_distribution
 from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input
 
@@ -81,6 +81,47 @@ def test_voltages_are_bit_identical_where_the_summation_order_is_reproduced():
         pytest.skip("this BLAS sums in an order fast_lif does not reproduce")
     fast, norse = simulate("fast", "tanh", 300, 10), simulate("norse", "tanh", 300, 10)
     assert torch.equal(fast[2], norse[2])
+
+
+@requires_numba
+def test_the_recipes_1024_inputs_match_norse_bit_for_bit():
+    """H = 1024 (the workshop's recipe): MKL sums the input in blocks of 192 there, which the
+    kernel reproduces, so the voltages are identical again and the weight gradients close."""
+    if not fast_lif._summation_chunk(32, 1024, 32):
+        pytest.skip("this BLAS sums in an order fast_lif does not reproduce")
+    fast, norse = simulate("fast", "tanh", 300, 14, H=1024), simulate("norse", "tanh", 300, 14, H=1024)
+    assert_same(fast, norse)
+    assert torch.equal(fast[2], norse[2])
+
+
+@requires_numba
+def test_the_thread_pool_computes_what_the_openmp_region_does(monkeypatch):
+    """Where the kernels run (torch's OpenMP threads or a thread pool) does not change a bit."""
+    on_openmp = simulate("fast", "tanh", 300, 15)
+    monkeypatch.setattr(fast_lif, "in_parallel", lambda calls: parallel.in_parallel(calls, use_openmp=False))
+    on_pool = simulate("fast", "tanh", 300, 15)
+    for ours, theirs in zip(on_openmp, on_pool):
+        assert torch.equal(ours, theirs)
+
+
+@requires_numba
+def test_outputs_still_in_use_are_not_overwritten_by_the_next_call():
+    """The records live in reused memory (workshop_utils.buffers): a second run must not write into
+    the tensors of a first one that are still referenced, nor into its autograd graph."""
+    torch.manual_seed(16)
+    network = RefractoryLIFNetwork(64, 16, notebook_parameters())
+    x = [poisson_input(0.3, 200, 8, 64, torch.Generator().manual_seed(seed)) for seed in (16, 17)]
+    first = network.trace(x[0])
+    kept = [tensor.detach().clone() for tensor in (first.spikes, first.rho, first.voltages)]
+    for _ in range(3):  # later runs, whose records are dropped at once
+        network.trace(x[1]).voltages.sum().backward()
+    assert all(torch.equal(a, b) for a, b in zip((first.spikes, first.rho, first.voltages), kept))
+    network.zero_grad()
+    first.voltages.sum().backward()  # the first run's graph still holds its own records
+    expected = network.input_weights.grad.clone()
+    network.zero_grad()
+    network.trace(x[0]).voltages.sum().backward()
+    assert torch.equal(network.input_weights.grad, expected)
 
 
 @requires_numba
@@ -158,6 +199,18 @@ def test_input_that_is_not_binary():
     """Weighted input (not 0/1 spikes) takes the dense input path and still matches Norse's loop."""
     x = poisson_input(0.3, 300, 8, 64, torch.Generator().manual_seed(11)) * torch.rand(300, 8, 64) * 2
     assert_same(*both_implementations(11, every_output, x))
+
+
+@requires_numba
+def test_dense_binary_input():
+    """A third of the inputs spiking at every step overflows the spike lists' first guess (1/8);
+    the kernel then lists them again with room for all, and still matches Norse's loop."""
+    x = (torch.rand(300, 8, 64, generator=torch.Generator().manual_seed(17)) < 1 / 3).float()
+    assert_same(*both_implementations(17, every_output, x * 0.2))  # weighted: the dense path
+    assert_same(*both_implementations(17, every_output, x))
+    w_in, w_rec = torch.randn(16, 64), torch.randn(16, 16, requires_grad=True)
+    _, rho, *_ = fast_lif.lif_refrac_fast(x, w_in, w_rec, notebook_parameters(), 1e-3, start(x, w_in), "numba")
+    assert rho.grad_fn.binary and all(len(indices) == 300 * 4 * 64 for _, indices in rho.grad_fn.spike_lists)
 
 
 def test_forced_torch_implementation_is_norses_loop():

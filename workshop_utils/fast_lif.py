@@ -1,15 +1,16 @@
 r"""A fused forward and BPTT backward pass of Norse's ``lif_refrac_step`` iterated over time.
 
-The equations are those of :mod:`workshop_utils.neurons` (its module docstring). From a given state
-(the network's initial one: z = i = rho = 0, v = 0.9), :func:`lif_refrac_fast` returns the state after every step and computes
-the same numbers as calling Norse's ``lif_refrac_step`` T times, in two numba kernels, each run on
-batch blocks in parallel threads:
+The equations are those of :mod:`workshop_utils.neurons` (its module docstring). From a given
+state (the network's initial one: z = i = rho = 0, v = 0.9), :func:`lif_refrac_fast` returns the
+state after every step and computes the same numbers as calling Norse's ``lif_refrac_step`` T times,
+in two numba kernels, each run on batch blocks in parallel, on torch's own OpenMP threads
+(:mod:`workshop_utils.parallel`), writing into reused memory (:mod:`workshop_utils.buffers`):
 
 1. the forward recurrence, in Norse's float32 operation order (``i + linear(x, W_in) + linear(z,
    W_rec)`` etc.). Input and recurrent spikes are 0/1 and sparse, so each ``linear`` is a sum of
    the weight columns of the inputs that spiked; the kernel adds them in the order in which torch's
    ``linear`` (MKL) does for that shape, found once per shape by :func:`_summation_chunk`. Then the
-   voltages are bit-identical to Norse's. Where no order matches (e.g. B = 1) the input currents
+   voltages are bit-identical to Norse's. Where no order matches (e.g. B = 1, H = 300) the input currents
    come from one batched torch matmul (the same rows as per-step ``linear`` for the shapes tested)
    and the recurrent sum may differ from Norse's by an ulp, which can, rarely, flip a spike;
 2. BPTT, which computes the adjoint ``dj`` of every step's current jump and sums the weight
@@ -27,7 +28,6 @@ function loops Norse's ``lif_refrac_step`` instead (and warns once per reason wh
 import functools
 import math
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from typing import Tuple
 
 import numpy as np
@@ -35,7 +35,9 @@ import torch
 from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState, lif_refrac_step
 
+from .buffers import BufferPool
 from .neurons import step_loop
+from .parallel import in_parallel
 
 try:
     import numba
@@ -48,6 +50,7 @@ except Exception as error:  # ImportError, or a numba that does not support this
 IMPLEMENTATIONS = ("auto", "numba", "torch")
 _METHOD_CODES = {"tanh": 0, "heavi_erfc": 1, "super": 2}
 _warned = set()  # reasons already reported, so that a training loop warns once
+_BUFFERS = BufferPool()  # the [T, B, N] records and spike lists, reused once no tensor refers to them
 
 
 def _warn_once(reason: str, fallback: bool = True) -> None:
@@ -97,32 +100,30 @@ def _surrogate(x, method, alpha):
 
 
 @_njit
-def _spike_lists(x, b0, b1):
-    """The input spikes of ``x[:, b0:b1]`` ([T, B, H]) as CSR: row t * (b1 - b0) + (b - b0) of
-    (indptr, indices) lists the inputs h that spike at step t in batch entry b, ascending.
-    Also returns whether all entries are 0 or 1."""
+def _spike_lists(x, b0, b1, indptr, indices):
+    """Write the input spikes of ``x[:, b0:b1]`` ([T, B, H]) as CSR into ``indptr`` [T * (b1 - b0) + 1]
+    and ``indices``: row t * (b1 - b0) + (b - b0) lists the inputs h that spike at step t in batch
+    entry b, ascending. Returns 1 if all entries are 0 or 1, 0 if not, -1 if ``indices`` is too short
+    (it stops there)."""
     T, _, H = x.shape
     width = b1 - b0
     bits = x.view(np.uint32)  # reading the bits compares faster than floats; 0.0 and 1.0 are exact
     one = np.uint32(0x3F800000)
-    indptr = np.zeros(T * width + 1, np.int64)
-    indices = np.empty(max(H, T * width * H // 16), np.int32)  # grows if more than 1/16 spike
     binary = True
     q = 0
+    indptr[0] = 0
     for t in range(T):
         for b in range(b0, b1):
-            if q + H > indices.shape[0]:
-                bigger = np.empty(2 * indices.shape[0], np.int32)
-                bigger[:q] = indices[:q]
-                indices = bigger
             for h in range(H):  # one pass; a branch, as input spikes are sparse
                 w = bits[t, b, h]
                 if w != 0:
+                    if q == indices.shape[0]:
+                        return -1
                     indices[q] = h
                     q += 1
                     binary &= w == one
             indptr[t * width + b - b0 + 1] = q
-    return indptr, indices[:q], binary
+    return 1 if binary else 0
 
 
 @_njit_inline
@@ -153,20 +154,23 @@ def _add_columns(out, w_t, indices, start, stop, chunk, partial):
 
 
 @_njit
-def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0, i0, rho0, a, c, v_leak, v_th,
-                   v_reset, rho_reset, z_out, rho_out, ref_out, v_out, vd_out, i_final):
+def _forward_block(b0, b1, x, x_indptr, x_indices, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0, i0, rho0, a,
+                   c, v_leak, v_th, v_reset, rho_reset, z_out, rho_out, ref_out, v_out, vd_out, i_final):
     """Iterate the step for the batch entries b0 <= b < b1 from the state (z0, v0, i0, rho0) [B, N];
     writes z, rho, Theta(rho), v, v_decayed [T, B, N] and the last synaptic current ``i_final`` [B, N].
 
     ``x`` [T, B, H] are the input spikes, ``w_in_t`` [H, N] and ``w_rec_t`` [N, N] the transposed
-    weights. With ``chunk_in`` = 0 the input currents are taken from ``proj`` [T, B, N] instead.
-    Returns :func:`_spike_lists` of the block; if the input is not binary and ``chunk_in`` > 0 it
-    returns right after that, and the caller must pass ``proj``.
+    weights. With ``chunk_in`` > 0 the block's input spikes are first written into (x_indptr,
+    x_indices) and the status of :func:`_spike_lists` returned; unless it is 1 (binary input, lists
+    complete) the kernel returns right after that. With ``chunk_in`` = 0 the input currents are taken
+    from ``proj`` [T, B, N] instead, and the kernel returns 0.
     """
     T, B, N = z_out.shape
-    x_indptr, x_indices, binary = _spike_lists(x, b0, b1)
-    if chunk_in > 0 and not binary:
-        return x_indptr, x_indices, binary
+    status = 0
+    if chunk_in > 0:
+        status = _spike_lists(x, b0, b1, x_indptr, x_indices)
+        if status != 1:
+            return status
     zero = np.float32(0.0)
     one = np.float32(1.0)
     i = i0.copy()
@@ -219,7 +223,7 @@ def _forward_block(b0, b1, x, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0
     for b in range(b0, b1):
         for n in range(N):
             i_final[b, n] = i[b, n]
-    return x_indptr, x_indices, binary
+    return status
 
 
 @_njit_inline
@@ -351,23 +355,17 @@ def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, gi
     return grad_w_in_t, grad_w_rec_t
 
 
-@functools.lru_cache(maxsize=None)
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fast_lif")
-
-
 def _batch_blocks(batch_size: int) -> list:
     """(b0, b1) bounds of the batch blocks that run in parallel, one per torch thread."""
     blocks = max(1, min(batch_size, torch.get_num_threads()))
     return [(block * batch_size // blocks, (block + 1) * batch_size // blocks) for block in range(blocks)]
 
 
-def _in_parallel(calls: list) -> list:
-    """Run ``[function(*args) for function, args in calls]`` in threads (the kernels release the GIL)."""
-    if len(calls) == 1:
-        return [calls[0][0](*calls[0][1])]
-    futures = [_thread_pool(len(calls)).submit(function, *args) for function, args in calls]
-    return [future.result() for future in futures]
+def _spike_list_buffers(T: int, width: int, H: int, fraction: float) -> tuple:
+    """(indptr, indices) for :func:`_spike_lists` of a block of ``width`` chains, from the pool, with
+    room for ``fraction`` of the T * width * H inputs to spike (pages never written cost no memory)."""
+    indices = _BUFFERS.empty((max(H, int(T * width * H * fraction)),), np.int32)
+    return _BUFFERS.empty((T * width + 1,), np.int64), indices
 
 
 @functools.lru_cache(maxsize=None)
@@ -379,7 +377,8 @@ def _fast_path_problem() -> str:
         with torch.enable_grad():  # the first call may come from inside torch.no_grad()
             weights = torch.ones(2, 2, requires_grad=True)
             state = [torch.zeros(1, 2)] * 4
-            outputs = _LIFRefracFunction.apply(torch.ones(2, 1, 2), weights, weights, LIFRefracParameters(), 1e-3, *state)
+            outputs = _LIFRefracFunction.apply(torch.ones(2, 1, 2), weights, weights, LIFRefracParameters(), 1e-3,
+                                               *state)
             _, rho, refractory, voltages, _ = outputs
             (rho.sum() + refractory.sum() + voltages.sum()).backward()
         for method in _METHOD_CODES:
@@ -392,16 +391,19 @@ def _fast_path_problem() -> str:
 @functools.lru_cache(maxsize=None)
 def _summation_chunk(rows: int, inputs: int, outputs: int) -> int:
     """The block size in which torch's ``linear`` sums ``[rows, inputs] x [inputs, outputs]`` for binary
-    inputs (MKL: all at once for 32 inputs, in blocks of 128 for 256), found by comparing with
-    :func:`_add_columns` on random data; 0 if no block size reproduces it bit for bit."""
+    inputs (MKL here: all at once up to 128 inputs, in blocks of 128 for 256, of 192 from 512 on), found
+    by comparing with :func:`_add_columns` on random data; 0 if no block size reproduces it bit for bit."""
     generator = torch.Generator().manual_seed(0)
     weights = torch.randn(outputs, inputs, generator=generator)
     x = (torch.rand(4, rows, inputs, generator=generator) < 0.3).float()
     expected = torch.stack([torch.nn.functional.linear(rows_x, weights) for rows_x in x]).reshape(-1, outputs)
-    indptr, indices, _ = _spike_lists(x.reshape(-1, 1, inputs).numpy(), 0, 1)
+    indptr, indices = np.empty(x.numel() // inputs + 1, np.int64), np.empty(x.numel(), np.int32)
+    _spike_lists(x.reshape(-1, 1, inputs).numpy(), 0, 1, indptr, indices)
     w_t = weights.t().contiguous().numpy()
     out, partial = np.empty(outputs, np.float32), np.empty(outputs, np.float32)
-    for chunk in [inputs] + [size for size in (128, 64, 256, 32, 512, 16) if size < inputs]:
+    common = [inputs, 128, 192, 64, 256, 32, 512, 16]  # MKL: 128 for 256 inputs, 192 for 512 and more
+    others = [size for size in range(8, inputs, 8) if size not in common]
+    for chunk in [size for size in common if size <= inputs] + others:
         for row, expected_row in enumerate(expected.numpy()):
             _add_columns(out, w_t, indices, indptr[row], indptr[row + 1], chunk, partial)
             if not np.array_equal(out, expected_row):
@@ -448,25 +450,38 @@ class _LIFRefracFunction(torch.autograd.Function):
         if not chunk_rec:
             _warn_once(f"the recurrent sum for B={B}, N={N} may differ from torch's by rounding", fallback=False)
             chunk_rec = N
-        spikes, rho, refractory, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(5))
+        spikes, rho, refractory, voltages, v_decayed = (torch.from_numpy(_BUFFERS.empty((T, B, N))) for _ in range(5))
         i_final = torch.empty(B, N)
         ctx.blocks = _batch_blocks(B)
 
-        def run(chunk_in, proj):
+        def run(chunk_in, proj, spike_lists):
+            """The kernel on every batch block; returns the blocks' statuses (see _forward_block)."""
             args = (
-                input_spikes.numpy(), input_weights.detach().t().contiguous().numpy(), chunk_in, proj.numpy(),
+                input_weights.detach().t().contiguous().numpy(), chunk_in, proj.numpy(),
                 recurrent_weights.detach().t().contiguous().numpy(), chunk_rec, *(x.numpy() for x in initial),
                 k["a"], k["c"], k["v_leak"], k["v_th"], k["v_reset"], k["rho_reset"], spikes.numpy(), rho.numpy(),
                 refractory.numpy(), voltages.numpy(), v_decayed.numpy(), i_final.numpy(),
             )
-            return _in_parallel([(_forward_block, (b0, b1) + args) for b0, b1 in ctx.blocks])
+            x = input_spikes.numpy()
+            blocks = zip(ctx.blocks, spike_lists)
+            calls = [(_forward_block, (b0, b1, x, *lists) + args) for (b0, b1), lists in blocks]
+            return in_parallel(calls)
 
-        ctx.spike_lists = run(chunk_in, torch.empty(0, 0, 0)) if chunk_in else None
-        ctx.binary = ctx.spike_lists is not None and all(binary for _, _, binary in ctx.spike_lists)
+        ctx.binary, ctx.spike_lists = False, None
+        if chunk_in:
+            # room for 1/8 of the inputs to spike (rate 0.3 fills 3 %), or, if that is too little, for all
+            for fraction in (1 / 8, 1):
+                spike_lists = [_spike_list_buffers(T, b1 - b0, H, fraction) for b0, b1 in ctx.blocks]
+                statuses = run(chunk_in, torch.empty(0, 0, 0), spike_lists)
+                if min(statuses) >= 0:
+                    break
+            ctx.binary = min(statuses) == 1
+            ctx.spike_lists = spike_lists if ctx.binary else None
         if not ctx.binary:
             # no reproducible order, or input that is not 0/1: the input currents come from torch,
             # whose batched rows equal its per-step ones for the shapes tested
-            run(0, torch.nn.functional.linear(input_spikes, input_weights))
+            no_lists = [(np.zeros(1, np.int64), np.zeros(0, np.int32))] * len(ctx.blocks)
+            run(0, torch.nn.functional.linear(input_spikes, input_weights), no_lists)
         z0, v0, _, rho0 = initial
         ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0,
                               rho0)
@@ -477,11 +492,12 @@ class _LIFRefracFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, _grad_spikes, grad_rho, grad_refractory, grad_voltages, _grad_i_final):
-        input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0, rho0 = ctx.saved_tensors
+        (input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0,
+         rho0) = ctx.saved_tensors
         T, B, H = input_spikes.shape
         N = input_weights.shape[0]
         k = ctx.constants
-        dj = torch.empty(T, B, N)
+        dj = torch.from_numpy(_BUFFERS.empty((T, B, N)))
         # gradients of outputs the loss does not use arrive as None (not materialised as zeros)
         output_grads = (grad_rho, grad_refractory, grad_voltages)
         given = np.array([grad is not None for grad in output_grads])
@@ -493,11 +509,11 @@ class _LIFRefracFunction(torch.autograd.Function):
         args = (w_rec_t, z0.numpy(), v0.numpy(), rho0.numpy(), k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"],
                 ctx.method, k["alpha"], dj.numpy())
         # with binary input the kernel sums dW_in over the input spikes; otherwise torch does, below
-        no_spikes = (np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32), True)
+        no_spikes = (np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32))
         spike_lists = ctx.spike_lists if ctx.binary else [no_spikes] * len(ctx.blocks)
-        sums = _in_parallel([
+        sums = in_parallel([
             (_backward_block, (b0, b1, *arrays, x_indptr, x_indices, H) + args)
-            for (b0, b1), (x_indptr, x_indices, _) in zip(ctx.blocks, spike_lists)
+            for (b0, b1), (x_indptr, x_indices) in zip(ctx.blocks, spike_lists)
         ])
         grad_input = None
         if ctx.needs_input_grad[0]:
