@@ -65,3 +65,12 @@ def test_idle_blocks_beyond_the_limit_are_dropped_least_recently_used_first():
     pool.empty((5,))  # one more request: only the two most recently used idle blocks stay
     kept = sorted(block.nbytes for block in pool._blocks if block.nbytes > 100)
     assert len(kept) == 2 and 1000 * 4 <= kept[0] < 3000 * 4 <= kept[1]  # the 1000- and 3000-float blocks
+
+
+def test_idle_memory_beyond_its_limit_goes_back():
+    pool = BufferPool(max_idle_bytes=10_000)
+    arrays = [pool.empty((n,), np.uint8) for n in (4_000, 5_000, 6_000)]
+    del arrays
+    pool.empty((10,), np.uint8)  # the oldest idle blocks go until the rest fit in 10,000 bytes
+    kept = sorted(block.nbytes for block in pool._blocks if block.nbytes > 100)
+    assert len(kept) == 1 and kept[0] >= 6_000

@@ -1,7 +1,8 @@
+import numpy as np
 import pytest
 import torch
 
-from workshop_utils import RefractoryLIFNetwork, joint_distribution, notebook_parameters, poisson_input
+from workshop_utils import RefractoryLIFNetwork, joint_distribution, neurons, notebook_parameters, poisson_input
 
 
 def norse_network(method="tanh", H=16, N=8, seed=0):
@@ -141,3 +142,12 @@ def test_poisson_input_is_bernoulli_independently_per_entry():
     assert abs(correlation.item()) < 0.01
     assert poisson_input(0.0, 50, 2, 8).sum() == 0
     assert abs(poisson_input(1.0, 2000, 4, 50, torch.Generator().manual_seed(0)).mean().item() - 0.1) < 0.005
+
+
+@pytest.mark.parametrize("p", [1e-3, 0.03, 0.1, 0.5])
+def test_geometric_gaps_are_numpys_own_draws(p):
+    """The vectorised inversion gives exactly numpy's ``geometric`` and leaves the stream where
+    numpy would (p = 0.5 takes numpy's own path), so the input does not depend on which ran."""
+    ours, numpys = np.random.default_rng(7), np.random.default_rng(7)
+    assert np.array_equal(neurons._geometric(ours, p, 50_000), numpys.geometric(p, 50_000))
+    assert ours.random() == numpys.random()

@@ -18,14 +18,16 @@ class BufferPool:
     """``empty(shape, dtype)``: an uninitialised array like ``np.empty``, in a reused block if one is idle.
 
     A block is idle when only the pool refers to it (the arrays handed out, and every numpy view or
-    torch tensor made from them, keep a reference). At most ``max_idle`` idle blocks are kept, the
+    torch tensor made from them, keep a reference). At most ``max_idle`` idle blocks of at most
+    ``max_idle_bytes`` in all are kept (the memory of larger runs goes back to the system), the
     least recently used are dropped first. A request takes the smallest idle block that is at least
     as large and at most twice as large. Blocks are allocated 25 % larger than asked, so that a
     slowly growing T (a ramp) reuses them; pages that are never written cost no memory.
     """
 
-    def __init__(self, max_idle: int = 16):
+    def __init__(self, max_idle: int = 16, max_idle_bytes: int = 2**30):
         self.max_idle = max_idle
+        self.max_idle_bytes = max_idle_bytes
         self._blocks: List[np.ndarray] = []  # uint8, most recently used last
         self._lock = threading.Lock()
         self._idle_count = sys.getrefcount(self._reference_count_probe())
@@ -56,7 +58,14 @@ class BufferPool:
                 block = self._blocks.pop(best)
             self._blocks.append(block)
             idle = [index for index in range(len(self._blocks) - 1) if self._is_idle(index)]
-            for index in reversed(idle[: max(0, len(idle) - self.max_idle)]):
+            idle_bytes = sum(self._blocks[index].nbytes for index in idle)
+            dropped = []
+            for index in idle:  # least recently used first
+                if len(idle) - len(dropped) <= self.max_idle and idle_bytes <= self.max_idle_bytes:
+                    break
+                dropped.append(index)
+                idle_bytes -= self._blocks[index].nbytes
+            for index in reversed(dropped):
                 del self._blocks[index]
         start = -block.ctypes.data % 64  # 64-byte aligned, as torch aligns its own tensors
         return block[start:start + nbytes].view(dtype).reshape(shape)
