@@ -30,16 +30,11 @@ class BufferPool:
         self.max_idle_bytes = max_idle_bytes
         self._blocks: List[np.ndarray] = []  # uint8, most recently used last
         self._lock = threading.Lock()
-        self._idle_count = sys.getrefcount(self._reference_count_probe())
-
-    @staticmethod
-    def _reference_count_probe() -> np.ndarray:
-        # a block referenced exactly as an idle block in self._blocks is, measured the same way
-        blocks = [np.empty(1, np.uint8)]
-        return blocks[0]
+        # what sys.getrefcount reports for an object that nothing refers to but the call itself
+        self._unreferenced = sys.getrefcount(np.empty(1, np.uint8))
 
     def _is_idle(self, index: int) -> bool:
-        return sys.getrefcount(self._blocks[index]) <= self._idle_count + 1  # +1: the list's own reference
+        return sys.getrefcount(self._blocks[index]) <= self._unreferenced + 1  # + 1: the pool's list
 
     def empty(self, shape: Tuple[int, ...], dtype=np.float32) -> np.ndarray:
         dtype = np.dtype(dtype)
