@@ -467,21 +467,21 @@ class _LIFRefracFunction(torch.autograd.Function):
             calls = [(_forward_block, (b0, b1, x, *lists) + args) for (b0, b1), lists in blocks]
             return in_parallel(calls)
 
-        ctx.binary, ctx.spike_lists = False, None
+        ctx.binary = False
         if chunk_in:
             # room for 1/8 of the inputs to spike (rate 0.3 fills 3 %), or, if that is too little, for all
             for fraction in (1 / 8, 1):
-                spike_lists = [_spike_list_buffers(T, b1 - b0, H, fraction) for b0, b1 in ctx.blocks]
-                statuses = run(chunk_in, torch.empty(0, 0, 0), spike_lists)
+                ctx.spike_lists = [_spike_list_buffers(T, b1 - b0, H, fraction) for b0, b1 in ctx.blocks]
+                statuses = run(chunk_in, torch.empty(0, 0, 0), ctx.spike_lists)
                 if min(statuses) >= 0:
                     break
             ctx.binary = min(statuses) == 1
-            ctx.spike_lists = spike_lists if ctx.binary else None
         if not ctx.binary:
             # no reproducible order, or input that is not 0/1: the input currents come from torch,
-            # whose batched rows equal its per-step ones for the shapes tested
-            no_lists = [(np.zeros(1, np.int64), np.zeros(0, np.int32))] * len(ctx.blocks)
-            run(0, torch.nn.functional.linear(input_spikes, input_weights), no_lists)
+            # whose batched rows equal its per-step ones for the shapes tested; empty spike lists
+            # (every row from 0 to 0), so that the backward kernel leaves dW_in to torch
+            ctx.spike_lists = [(np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32))] * len(ctx.blocks)
+            run(0, torch.nn.functional.linear(input_spikes, input_weights), ctx.spike_lists)
         z0, v0, _, rho0 = initial
         ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0,
                               rho0)
@@ -509,11 +509,9 @@ class _LIFRefracFunction(torch.autograd.Function):
         args = (w_rec_t, z0.numpy(), v0.numpy(), rho0.numpy(), k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"],
                 ctx.method, k["alpha"], dj.numpy())
         # with binary input the kernel sums dW_in over the input spikes; otherwise torch does, below
-        no_spikes = (np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32))
-        spike_lists = ctx.spike_lists if ctx.binary else [no_spikes] * len(ctx.blocks)
         sums = in_parallel([
             (_backward_block, (b0, b1, *arrays, x_indptr, x_indices, H) + args)
-            for (b0, b1), (x_indptr, x_indices) in zip(ctx.blocks, spike_lists)
+            for (b0, b1), (x_indptr, x_indices) in zip(ctx.blocks, ctx.spike_lists)
         ])
         grad_input = None
         if ctx.needs_input_grad[0]:
