@@ -5,11 +5,12 @@
 
 Both backends run in this one process with interleaved repetitions (norse, fast, norse, fast, ...;
 9 by default, fewer of Norse's slow steps at T > 1000); the table shows the median. A second table
-splits the fast path's step into its phases, and the time of its two kernels. Peak memory is measured separately, one fresh subprocess per backend and
-T: the growth of the process's peak resident set (Linux VmHWM, reset through /proc/self/clear_refs;
-``ru_maxrss`` where that is unavailable) over the first training step, from the resident set just
-before it, with imports, model, input and numba kernels in place -- i.e. the extra host memory a step
-needs at its peak (tensors, autograd graph, allocator slack), not the Python/torch baseline.
+splits the fast path's step into its phases, and the time of its two kernels. Peak memory is
+measured separately, one fresh subprocess per backend and T: the growth of the process's peak
+resident set (Linux VmHWM, reset through /proc/self/clear_refs; ``ru_maxrss`` where that is
+unavailable) over the first training step, from the resident set just before it, with imports,
+model, input and numba kernels in place -- i.e. the extra host memory a step needs at its peak
+(tensors, autograd graph, allocator slack), not the Python/torch baseline.
 The cold first call of the fast path (numba compiling into an empty NUMBA_CACHE_DIR) and the warm one
 (loading from that cache) are timed in fresh subprocesses too.
 
@@ -38,14 +39,19 @@ from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, po
 from workshop_utils.training import training_step  # noqa: E402
 
 
-def make_step(backend, T, B, N, H, k, device, seed=0):
-    """A closure running one training step on fixed weights, input and target."""
+def training_setup(backend, T, B, N, H, k, device, seed=0):
+    """(network, optimizer, input [T, B, H], target [B, 2**k]) of one benchmark case, from ``seed``."""
     torch.manual_seed(seed)
     network = RefractoryLIFNetwork(H, N, notebook_parameters(), backend=backend).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
     x = poisson_input(0.3, T, B, H, torch.Generator().manual_seed(seed)).to(device)
     target = torch.softmax(torch.randn(2**k, generator=torch.Generator().manual_seed(seed)), 0).to(device)
-    target = target.expand(B, -1)
+    return network, optimizer, x, target.expand(B, -1)
+
+
+def make_step(backend, T, B, N, H, k, device, seed=0):
+    """A closure running one training step on fixed weights, input and target."""
+    network, optimizer, x, target = training_setup(backend, T, B, N, H, k, device, seed)
 
     def step():
         loss = training_step(network, optimizer, x, target, k).loss.item()  # .item() waits for a GPU too
@@ -60,11 +66,7 @@ def phase_times(T, B, N, H, k, device, repeats, seed=0):
     from workshop_utils import fast_lif
     from workshop_utils.distribution import joint_distribution, kl_loss
 
-    torch.manual_seed(seed)
-    network = RefractoryLIFNetwork(H, N, notebook_parameters(), backend="fast").to(device)
-    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
-    x = poisson_input(0.3, T, B, H, torch.Generator().manual_seed(seed)).to(device)
-    target = torch.softmax(torch.randn(2**k, generator=torch.Generator().manual_seed(seed)), 0).to(device)
+    network, optimizer, x, target = training_setup("fast", T, B, N, H, k, device, seed)
     kernels = {}
     run_in_parallel = fast_lif.in_parallel
 
@@ -82,7 +84,7 @@ def phase_times(T, B, N, H, k, device, repeats, seed=0):
             optimizer.zero_grad()
             refractory, _ = network(x)
             marks.append(time.perf_counter())
-            loss = kl_loss(joint_distribution(refractory[:, :, :k]), target.expand(B, -1))
+            loss = kl_loss(joint_distribution(refractory[:, :, :k]), target)
             marks.append(time.perf_counter())
             loss.backward()
             marks.append(time.perf_counter())

@@ -113,6 +113,31 @@ def _place_bernoulli_spikes(flat: np.ndarray, p: float, rng: np.random.Generator
         position = int(positions[-1])
 
 
+def _geometric(rng: np.random.Generator, p: float, size: int) -> np.ndarray:
+    """``rng.geometric(p, size)``: the same numbers from the same random stream, twice as fast.
+
+    For p < 1/3 numpy draws each one as ceil(-E / log1p(-p)) from a standard exponential E, one call
+    at a time; here the same formula runs on an array of E. Used only where
+    :func:`_geometric_by_inversion_is_numpys` has checked that the two agree for this numpy.
+    """
+    if p < 1 / 3 and _geometric_by_inversion_is_numpys():
+        return np.ceil(-rng.standard_exponential(size) / math.log1p(-p)).astype(np.int64)
+    return rng.geometric(p, size)
+
+
+@functools.lru_cache(maxsize=None)
+def _geometric_by_inversion_is_numpys() -> bool:
+    """Whether this numpy's ``geometric`` is ceil(-E / log1p(-p)) and consumes the stream as
+    ``standard_exponential`` does (numpy 1.x drew it from a uniform instead)."""
+    for p in (1e-4, 0.003, 0.03, 0.1, 0.3):
+        numpys, ours = np.random.default_rng(2024), np.random.default_rng(2024)
+        expected = numpys.geometric(p, 20_000), numpys.random()
+        inverted = np.ceil(-ours.standard_exponential(20_000) / math.log1p(-p)).astype(np.int64), ours.random()
+        if not (np.array_equal(expected[0], inverted[0]) and expected[1] == inverted[1]):
+            return False
+    return True
+
+
 class NetworkTrace(NamedTuple):
     """What a simulation records, every tensor ``[T, B, N]``, one row per step after the update."""
 
@@ -204,28 +229,3 @@ class RefractoryLIFNetwork(torch.nn.Module):
         """``[T, B, H]`` input spikes -> (refractory states, voltages), both ``[T, B, N]``."""
         trace = self.trace(input_spikes)
         return trace.refractory, trace.voltages
-
-
-def _geometric(rng: np.random.Generator, p: float, size: int) -> np.ndarray:
-    """``rng.geometric(p, size)``: the same numbers from the same random stream, twice as fast.
-
-    For p < 1/3 numpy draws each one as ceil(-E / log1p(-p)) from a standard exponential E, one call
-    at a time; here the same formula runs on an array of E. Used only where
-    :func:`_geometric_by_inversion_is_numpys` has checked that the two agree for this numpy.
-    """
-    if p < 1 / 3 and _geometric_by_inversion_is_numpys():
-        return np.ceil(-rng.standard_exponential(size) / math.log1p(-p)).astype(np.int64)
-    return rng.geometric(p, size)
-
-
-@functools.lru_cache(maxsize=None)
-def _geometric_by_inversion_is_numpys() -> bool:
-    """Whether this numpy's ``geometric`` is ceil(-E / log1p(-p)) and consumes the stream as
-    ``standard_exponential`` does (numpy 1.x drew it from a uniform instead)."""
-    for p in (1e-4, 0.003, 0.03, 0.1, 0.3):
-        numpys, ours = np.random.default_rng(2024), np.random.default_rng(2024)
-        expected = numpys.geometric(p, 20_000), numpys.random()
-        inverted = np.ceil(-ours.standard_exponential(20_000) / math.log1p(-p)).astype(np.int64), ours.random()
-        if not (np.array_equal(expected[0], inverted[0]) and expected[1] == inverted[1]):
-            return False
-    return True
