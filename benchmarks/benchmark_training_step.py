@@ -15,7 +15,7 @@ The cold first call of the fast path (numba compiling into an empty NUMBA_CACHE_
 (loading from that cache) are timed in fresh subprocesses too.
 
 Both backends run in the environment the script is started in. The fast path runs its kernels on
-torch's own OpenMP threads where it can (the "runner" printed first; see workshop_utils.parallel).
+torch's own OpenMP threads where it can (the "runner" printed first; see workshop_utils.engine.parallel).
 """
 
 import argparse
@@ -35,7 +35,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input  # noqa: E402
+from workshop_utils import RefractoryLIFNetwork, notebook_parameters, poisson_input  # noqa: E402
 from workshop_utils.training import training_step  # noqa: E402
 
 
@@ -63,7 +63,7 @@ def make_step(backend, T, B, N, H, k, device, seed=0):
 def phase_times(T, B, N, H, k, device, repeats, seed=0):
     """Median milliseconds of the fast path's phases of a training step: the forward pass (of which
     the kernel), the readout and loss, the backward pass (of which the kernel), and Adam."""
-    from workshop_utils import fast_lif
+    from workshop_utils.engine import cpu as fast_lif
     from workshop_utils.distribution import joint_distribution, kl_loss
 
     network, optimizer, x, target = training_setup("fast", T, B, N, H, k, device, seed)
@@ -121,7 +121,7 @@ def status_mib(field):
 def peak_memory_child(backend, T, B, N, H, k, device):
     """Runs in a subprocess: growth of the peak resident set (MiB) over the first training step,
     measured from the resident set just before it, with model, input and numba kernels loaded."""
-    from workshop_utils import fast_lif
+    from workshop_utils.engine import cpu as fast_lif
 
     fast_lif.fast_path_available()  # loads (or compiles) the kernels outside the measurement
     step = make_step(backend, T, B, N, H, k, device)
@@ -142,7 +142,7 @@ def peak_memory_child(backend, T, B, N, H, k, device):
 def first_call_child(T):
     """Runs in a subprocess: seconds to import fast_lif and run its first forward + backward."""
     start = time.perf_counter()
-    from workshop_utils import fast_lif
+    from workshop_utils.engine import cpu as fast_lif
 
     network = RefractoryLIFNetwork(256, 32, notebook_parameters(), backend="fast")
     _, voltages = network(poisson_input(0.3, T, 32, 256))
@@ -179,7 +179,7 @@ def main():
         print(json.dumps(result))
         return
 
-    from workshop_utils import fast_lif, parallel
+    from workshop_utils.engine import cpu as fast_lif, parallel
 
     B, N, H, k, device = args.batch, args.neurons, args.inputs, args.k, args.device
     print(f"B={B}, N={N}, H={H}, k={k}, device={device}; torch threads: {torch.get_num_threads()} "

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from workshop_utils import RefractoryLIFNetwork, joint_distribution, neurons, notebook_parameters, poisson_input
+from workshop_utils import RefractoryLIFNetwork, encoding, joint_distribution, notebook_parameters, poisson_input
 
 
 def norse_network(method="tanh", H=16, N=8, seed=0):
@@ -149,5 +149,5 @@ def test_geometric_gaps_are_numpys_own_draws(p):
     """The vectorised inversion gives exactly numpy's ``geometric`` and leaves the stream where
     numpy would (p = 0.5 takes numpy's own path), so the input does not depend on which ran."""
     ours, numpys = np.random.default_rng(7), np.random.default_rng(7)
-    assert np.array_equal(neurons._geometric(ours, p, 50_000), numpys.geometric(p, 50_000))
+    assert np.array_equal(encoding._geometric(ours, p, 50_000), numpys.geometric(p, 50_000))
     assert ours.random() == numpys.random()

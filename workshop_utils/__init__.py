@@ -1,14 +1,17 @@
 """Reusable, tested code of the stochastic-computing workshop: neurons, distributions, training, I/O, plots."""
 
-from . import evaluation, experiments, plotting
+from . import encoding, engine, evaluation, experiments, plotting
 from .distribution import joint_distribution, kl_loss, state_labels
-from .neurons import NetworkTrace, RefractoryLIFNetwork, notebook_parameters, poisson_input
+from .encoding import poisson_input
+from .neurons import NetworkTrace, RefractoryLIFNetwork, notebook_parameters
 from .paths import workshop_root
 from .results_io import load_results, model_from_results, save_results
 from .targets import generate_target_distribution
 from .training import ExperimentConfig, TrainingResult, build_model, target_for, train, training_step
 
 __all__ = [
+    "encoding",
+    "engine",
     "evaluation",
     "experiments",
     "plotting",

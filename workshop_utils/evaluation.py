@@ -12,7 +12,8 @@ import torch
 
 from .checks import require_non_negative_int, require_positive_int, require_probability, require_readout_size
 from .distribution import joint_distribution, kl_per_chain
-from .neurons import RefractoryLIFNetwork, poisson_input
+from .encoding import poisson_input
+from .neurons import RefractoryLIFNetwork
 
 
 def state_counts(

@@ -18,7 +18,8 @@ from .checks import (
     require_readout_size,
 )
 from .distribution import joint_distribution, kl_loss
-from .neurons import BACKENDS, SURROGATES, RefractoryLIFNetwork, notebook_parameters, poisson_input
+from .encoding import poisson_input
+from .neurons import BACKENDS, SURROGATES, RefractoryLIFNetwork, notebook_parameters
 from .targets import generate_target_distribution
 
 OPTIMIZERS = {

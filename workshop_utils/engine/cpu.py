@@ -1,10 +1,10 @@
 r"""A fused forward and BPTT backward pass of Norse's ``lif_refrac_step`` iterated over time.
 
-The equations are those of :mod:`workshop_utils.neurons` (its module docstring). From a given
+The equations are those of Norse's ``lif_refrac_step`` (see :mod:`workshop_utils.neurons`). From a given
 state (the network's initial one: z = i = rho = 0, v = 0.9), :func:`lif_refrac_fast` returns the
 state after every step and computes the same numbers as calling Norse's ``lif_refrac_step`` T times,
 in two numba kernels, each run on batch blocks in parallel, on torch's own OpenMP threads
-(:mod:`workshop_utils.parallel`), writing into reused memory (:mod:`workshop_utils.buffers`):
+(:mod:`.parallel`), writing into reused memory (:mod:`.buffers`):
 
 1. the forward recurrence, in Norse's float32 operation order (``i + linear(x, W_in) + linear(z,
    W_rec)`` etc.). Input and recurrent spikes are 0/1 and sparse, so each ``linear`` is a sum of
@@ -33,11 +33,11 @@ from typing import Tuple
 import numpy as np
 import torch
 from norse.torch.functional.lif import LIFState
-from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState, lif_refrac_step
+from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState
 
 from .buffers import BufferPool
-from .neurons import step_loop
 from .parallel import in_parallel
+from .reference import lif_refrac_loop
 
 try:
     import numba
@@ -525,21 +525,6 @@ class _LIFRefracFunction(torch.autograd.Function):
         return grad_input, grad_w_in, grad_w_rec, None, None, None, None, None, None
 
 
-def _zero_diagonal_gradient(recurrent_weights: torch.Tensor) -> torch.Tensor:
-    """The same weights, whose gradient gets a zero diagonal like the fast path's (no autapses)."""
-    weights = recurrent_weights.view_as(recurrent_weights)
-    if weights.requires_grad:
-        weights.register_hook(lambda gradient: gradient.clone().fill_diagonal_(0.0))
-    return weights
-
-
-def lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state):
-    """The reference: Norse's ``lif_refrac_step`` called once per step; same arguments and results."""
-    recurrent_weights = _zero_diagonal_gradient(recurrent_weights)
-    step = lambda x, s: lif_refrac_step(x, s, input_weights, recurrent_weights, p, dt)  # noqa: E731
-    return step_loop(step, input_spikes, state, p)
-
-
 def lif_refrac_fast(
     input_spikes: torch.Tensor,
     input_weights: torch.Tensor,
@@ -566,7 +551,7 @@ def lif_refrac_fast(
     if p.lif.method not in _METHOD_CODES:
         raise ValueError(f"method must be one of {tuple(_METHOD_CODES)}, got {p.lif.method!r}")
     if implementation == "torch":
-        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state)
+        return lif_refrac_loop(input_spikes, input_weights, recurrent_weights, p, dt, state)
     tensors = (input_spikes, input_weights, recurrent_weights)
     if any(tensor.device.type != "cpu" for tensor in tensors):
         problem = "the tensors are not on the CPU"
@@ -578,7 +563,7 @@ def lif_refrac_fast(
         if implementation == "numba":
             raise RuntimeError(f"lif_refrac_fast: the numba path cannot run: {problem}")
         _warn_once(problem)
-        return lif_refrac_torch(input_spikes, input_weights, recurrent_weights, p, dt, state)
+        return lif_refrac_loop(input_spikes, input_weights, recurrent_weights, p, dt, state)
     spikes, rho, refractory, voltages, i_final = _LIFRefracFunction.apply(
         input_spikes.contiguous(), input_weights, recurrent_weights, p, dt, state.lif.z, state.lif.v, state.lif.i,
         state.rho,

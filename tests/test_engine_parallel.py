@@ -1,4 +1,4 @@
-"""workshop_utils.parallel: calls run at the same time, results in order, errors reach the caller."""
+"""workshop_utils.engine.parallel: calls run at the same time, results in order, errors reach the caller."""
 
 import sys
 import threading
@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from workshop_utils import parallel
+from workshop_utils.engine import parallel
 
 RUNNERS = [pytest.param(True, id="torch-openmp"), pytest.param(False, id="thread-pool")]
 

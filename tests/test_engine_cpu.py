@@ -8,9 +8,9 @@ from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracState
 from norse.torch.functional.threshold import threshold
 
-from workshop_utils import fast_lif, parallel
+from workshop_utils.engine import cpu as fast_lif, parallel
 from workshop_utils.distribution import joint_distribution
-from workshop_utils.neurons import RefractoryLIFNetwork, notebook_parameters, poisson_input
+from workshop_utils import RefractoryLIFNetwork, notebook_parameters, poisson_input
 
 
 def start(x, w_in, v=0.9):

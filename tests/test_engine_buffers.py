@@ -1,9 +1,9 @@
-"""workshop_utils.buffers: a block is reused only when nothing refers to it any more."""
+"""workshop_utils.engine.buffers: a block is reused only when nothing refers to it any more."""
 
 import numpy as np
 import torch
 
-from workshop_utils.buffers import BufferPool
+from workshop_utils.engine.buffers import BufferPool
 
 
 def address(array) -> int:
