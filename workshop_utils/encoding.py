@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from norse.torch.functional.encode import poisson_encode
 
-from .checks import require_positive_int, require_probability
+from .checks import require_device, require_generator, require_memory, require_positive_int, require_probability
 
 
 def poisson_input(
@@ -31,18 +31,23 @@ def poisson_input(
 
     ``out``, a contiguous float32 ``[T, B, H]`` tensor on ``device``, is overwritten and returned
     instead of a new tensor: a training loop that reuses it saves allocating (and the operating
-    system zeroing) T x B x H fresh floats every epoch.
+    system zeroing) T x B x H fresh floats every epoch. ``device`` is checked and normalised as by
+    :func:`~workshop_utils.checks.require_device` (``"cuda"`` is ``"cuda:0"``, where ``out`` lives).
     """
     rate = require_probability("rate", rate)
     timesteps = require_positive_int("T (timesteps)", timesteps)
     batch_size = require_positive_int("B (batch size)", batch_size)
     input_features = require_positive_int("H (input features)", input_features)
+    device = require_device(device)
+    generator = require_generator("generator", generator, device)
     shape = (timesteps, batch_size, input_features)
-    if out is not None and (tuple(out.shape) != shape or out.dtype != torch.float32 or not out.is_contiguous()
-                            or out.device != torch.device(device)):
-        raise ValueError(f"out must be a contiguous float32 tensor of shape {list(shape)} on {device}, "
-                         f"got {out.dtype} {list(out.shape)} on {out.device}")
-    if torch.device(device).type != "cpu":
+    if out is not None and (not isinstance(out, torch.Tensor) or tuple(out.shape) != shape or out.dtype != torch.float32
+                            or not out.is_contiguous() or out.requires_grad or str(out.device) != device):
+        got = f"{out.dtype} {list(out.shape)} on {out.device}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"out must be a contiguous float32 tensor of shape {list(shape)} on {device}, got {got}")
+    if out is None:
+        require_memory(f"poisson_input of [T, B, H] = {list(shape)}", 4 * math.prod(shape), device)
+    if device != "cpu":
         values = torch.full((batch_size, input_features), rate, device=device)
         spikes = poisson_encode(values, timesteps, generator=generator)
         return spikes if out is None else out.copy_(spikes)

@@ -52,6 +52,17 @@ class NetworkTrace(NamedTuple):
     final_state: LIFRefracState  # state after the last step, each field [B, N]; continues a run
 
 
+def _initial_weights(input_features: int, neurons: int, generator: torch.Generator) -> dict:
+    """Norse's ``SNNRecurrentCell`` initialisation, N(0, 2 / N) input and recurrent weights, drawn from
+    ``generator`` in Norse's order."""
+    if not isinstance(generator, torch.Generator) or generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator (the weights are drawn on the CPU), got {generator!r}")
+    scale = torch.sqrt(2.0 / torch.as_tensor(neurons))
+    input_weights = torch.randn(neurons, input_features, generator=generator) * scale
+    recurrent_weights = torch.randn(neurons, neurons, generator=generator) * scale
+    return {"input_weights": torch.nn.Parameter(input_weights), "recurrent_weights": torch.nn.Parameter(recurrent_weights)}
+
+
 class RefractoryLIFNetwork(torch.nn.Module):
     """N recurrently connected refractory LIF neurons driven by H input spike trains.
 
@@ -61,6 +72,10 @@ class RefractoryLIFNetwork(torch.nn.Module):
 
     ``backend="fast"`` runs the fastest engine for the device (:mod:`workshop_utils.engine`: fused
     kernels on the CPU), which computes what ``backend="norse"``, Norse's step looped over time, does.
+
+    The initial weights are drawn from ``generator`` (a CPU ``torch.Generator``) as Norse draws them
+    from torch's global generator, which is used when ``generator`` is None: ``torch.manual_seed(s)``
+    without a generator and ``torch.Generator().manual_seed(s)`` give the same weights.
     """
 
     def __init__(
@@ -71,6 +86,7 @@ class RefractoryLIFNetwork(torch.nn.Module):
         backend: str = "fast",
         v_init: float = 0.9,
         dt: float = 1e-3,
+        generator: Optional[torch.Generator] = None,
     ):
         super().__init__()
         self.input_features = require_positive_int("H (input features)", input_features)
@@ -80,7 +96,8 @@ class RefractoryLIFNetwork(torch.nn.Module):
         require_choice("method", self.p.lif.method, SURROGATES)
         self.v_init = float(v_init)
         self.dt = require_positive_float("dt", dt)
-        self.cell = LIFRefracRecurrentCell(input_features, neurons, p=self.p, dt=dt, autapses=False)
+        weights = {} if generator is None else _initial_weights(self.input_features, self.neurons, generator)
+        self.cell = LIFRefracRecurrentCell(input_features, neurons, p=self.p, dt=dt, autapses=False, **weights)
 
     @property
     def input_weights(self) -> torch.Tensor:

@@ -5,12 +5,25 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.collections import PatchCollection
+from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from .checks import (
+    require_distribution,
+    require_float,
+    require_float_tensor,
+    require_int,
+    require_non_negative_int,
+    require_positive_float,
+    require_readout_size,
+)
 from .distribution import state_labels
 from .paths import current_umask
 
@@ -23,8 +36,30 @@ STYLE = {
 }
 
 
-def _numpy(values) -> np.ndarray:
-    return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+def _axes(ax) -> Axes:
+    if not isinstance(ax, Axes):
+        raise ValueError(f"ax must be a matplotlib Axes (e.g. from plt.subplots()), got {type(ax).__name__}")
+    return ax
+
+
+def _array(name: str, values, layout) -> np.ndarray:
+    """``values`` (tensor, array or list) as a float numpy array of the given layout, finite."""
+    values = require_float_tensor(name, values.detach() if isinstance(values, torch.Tensor) else values, layout)
+    if not torch.isfinite(values).all():
+        raise ValueError(f"{name} must be finite, got NaN or inf")
+    return values.cpu().numpy()
+
+
+def _table(name: str, values, layout=("B", "2**k"), batch_optional: bool = True) -> np.ndarray:
+    """Distributions over 2**k states of the given layout; ``[2**k]`` is also taken for ``[B, 2**k]``
+    where ``batch_optional``."""
+    dims = values.dim() if isinstance(values, torch.Tensor) else np.ndim(values)
+    table = _array(name, values, ("2**k",) if dims == 1 and batch_optional else layout)
+    states = table.shape[-1]
+    if states < 2 or states & (states - 1):
+        raise ValueError(f"{name} must have 2**k states (2, 4, 8 ...), got {states}")
+    require_distribution(name, torch.from_numpy(table))
+    return table
 
 
 def _states_axis(ax, states: int) -> np.ndarray:
@@ -39,7 +74,8 @@ def _states_axis(ax, states: int) -> np.ndarray:
 
 def target_plot(ax, p_target, width: float = 0.35) -> None:
     """Bars of the target distribution ``[B, 2**k]`` (row 0) or ``[2**k]``."""
-    p_target = _numpy(p_target)
+    ax, width = _axes(ax), require_positive_float("width", width)
+    p_target = _table("p_target", p_target)
     p_target = p_target[0] if p_target.ndim == 2 else p_target
     positions = _states_axis(ax, p_target.shape[0])
     ax.bar(positions, p_target, width, label="$p_t$", color="C1")
@@ -48,6 +84,7 @@ def target_plot(ax, p_target, width: float = 0.35) -> None:
 
 def refractory_intervals(states: np.ndarray):
     """(start, length) of every run of ones in a 0/1 sequence ``[T]``."""
+    states = _array("states", states, ("T",))
     padded = np.concatenate([[0], (states > 0.5).astype(np.int8), [0]])
     edges = np.diff(padded)
     starts, stops = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
@@ -59,7 +96,16 @@ def sampling_panel(ax, refractory, voltages, k: int, window: Tuple[int, int] = (
 
     ``refractory`` and ``voltages`` are ``[T, B, N]``; the window is clipped to T.
     """
-    refractory, voltages = _numpy(refractory), _numpy(voltages)
+    ax = _axes(ax)
+    refractory = _array("refractory", refractory, ("T", "B", "N"))
+    voltages = _array("voltages", voltages, refractory.shape)
+    k = require_readout_size(k, refractory.shape[2])
+    chain = require_int("chain", chain, minimum=0, maximum=refractory.shape[1] - 1)
+    if not isinstance(window, (tuple, list)) or len(window) != 2:
+        raise ValueError(f"window must be (start, stop) in time steps, got {window!r}")
+    window = (require_non_negative_int("window start", window[0]), require_non_negative_int("window stop", window[1]))
+    if window[0] >= window[1]:
+        raise ValueError(f"window must be (start, stop) with start < stop, got {window}")
     start = min(window[0], max(refractory.shape[0] - 1, 0))
     stop = min(window[1], refractory.shape[0])
     time = np.arange(start, stop)
@@ -81,7 +127,14 @@ def sampling_panel(ax, refractory, voltages, k: int, window: Tuple[int, int] = (
 
 def probability_panel(ax, p_sampled, p_target, p_long_run=None, width: float = 0.35):
     """Sampled distribution ``[B, 2**k]`` (mean, whiskers min..max over the B chains) next to the target."""
-    p_sampled, p_target = _numpy(p_sampled), _numpy(p_target)
+    ax, width = _axes(ax), require_positive_float("width", width)
+    p_sampled = _table("p_sampled", p_sampled, batch_optional=False)
+    p_target = _table("p_target", p_target)
+    if p_long_run is not None:
+        p_long_run = _table("p_long_run", p_long_run, ("2**k",))
+    for name, table in (("p_target", p_target), ("p_long_run", p_long_run)):
+        if table is not None and table.shape[-1] != p_sampled.shape[-1]:
+            raise ValueError(f"{name} must have the {p_sampled.shape[-1]} states of p_sampled, got {table.shape[-1]}")
     bars = 3 if p_long_run is not None else 2
     width = min(width, 0.8 / bars)
     positions = _states_axis(ax, p_target.shape[-1])
@@ -92,12 +145,19 @@ def probability_panel(ax, p_sampled, p_target, p_long_run=None, width: float = 0
     target = p_target[0] if p_target.ndim == 2 else p_target
     ax.bar(positions + offsets[1], target, width, label="$p_t$ (target)", color="C1")
     if p_long_run is not None:
-        ax.bar(positions + offsets[2], _numpy(p_long_run), width, label="$p_s$ (long run)", color="C2")
+        ax.bar(positions + offsets[2], p_long_run, width, label="$p_s$ (long run)", color="C2")
     ax.legend(loc="upper right", fontsize="small")
 
 
 def loss_panel(ax, losses: Sequence[float], noise_floor: Optional[float] = None):
-    ax.semilogy(np.arange(1, len(losses) + 1), _numpy(losses), label="training loss")
+    """The training loss ``[epochs]`` on a log scale, with the noise floor (None or NaN: not measured)."""
+    ax = _axes(ax)
+    losses = _array("losses", losses, ("epochs",))
+    if noise_floor is not None and not (isinstance(noise_floor, float) and math.isnan(noise_floor)):
+        noise_floor = require_float("noise_floor", noise_floor, 0.0)
+    else:
+        noise_floor = None
+    ax.semilogy(np.arange(1, len(losses) + 1), losses, label="training loss")
     if noise_floor is not None:
         ax.axhline(noise_floor, color="gray", linestyle="--", label=f"noise floor of a T-step sample ({noise_floor:.3f})")
         ax.legend(loc="upper right", fontsize="small")
@@ -108,8 +168,12 @@ def loss_panel(ax, losses: Sequence[float], noise_floor: Optional[float] = None)
 def figure_stochastic_computing(
     p_sampled, p_target, losses, refractory, voltages, window=(200, 400), chain=0, p_long_run=None, noise_floor=None
 ):
-    """The three-panel result figure: A traces, B distributions, C loss. Returns the figure."""
-    states = _numpy(p_target).shape[-1]
+    """The three-panel result figure: A traces, B distributions, C loss. Returns the figure.
+
+    Shapes as in the panels: ``p_sampled`` ``[B, 2**k]``, ``p_target`` ``[B, 2**k]`` or ``[2**k]``,
+    ``losses`` ``[epochs]``, ``refractory`` and ``voltages`` ``[T, B, N]``; every argument is checked
+    before a figure is made."""
+    states = _table("p_target", p_target).shape[-1]
     k = int(np.log2(states))
     with plt.rc_context(STYLE):
         fig = plt.figure(constrained_layout=True, figsize=(7, 9 + max(0, k - 3)))
@@ -124,8 +188,19 @@ def figure_stochastic_computing(
 
 
 def save_figure(fig, path, dpi: int = 150) -> Path:
-    """Save ``fig`` as a whole: written to a temporary file, then renamed over ``path``."""
+    """Save ``fig`` as a whole: written to a temporary file, then renamed over ``path``, whose suffix
+    names a format matplotlib writes (``.png``, ``.pdf``, ``.svg`` ...)."""
+    if not isinstance(fig, Figure):
+        raise ValueError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise ValueError(f"path must be a non-empty file path, got {path!r}")
     path = Path(path)
+    formats = fig.canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(f"path must end in one of {sorted('.' + name for name in formats)}, got {str(path)!r}")
+    if path.is_dir():
+        raise ValueError(f"path {str(path)!r} is a directory, not a file")
+    dpi = require_positive_float("dpi", dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(handle)

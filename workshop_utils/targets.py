@@ -4,9 +4,9 @@ from typing import Optional
 
 import torch
 
-from .checks import require_positive_int, require_probability, require_readout_size
+from .checks import require_choice, require_device, require_positive_int, require_probability, require_readout_size
 from .evaluation import long_run_distribution
-from .neurons import RefractoryLIFNetwork
+from .neurons import BACKENDS, RefractoryLIFNetwork
 
 
 def generate_target_distribution(
@@ -19,15 +19,18 @@ def generate_target_distribution(
     chains: int = 32,
     backend: str = "fast",
     device="cpu",
+    weight_generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     """A target the network can reach, ``[2**k]``: the stationary joint distribution of the first k
     refractory states of a randomly initialised population of the same size (H inputs, N neurons)
     driven by Poisson noise, estimated from ``chains`` runs of ``steps`` steps (640,000 samples).
 
-    Draws the population's weights from ``torch``'s global generator (as Norse initialises them) and
-    the input spikes from ``generator``.
+    Draws the population's weights from ``weight_generator`` (a CPU generator; default: torch's global
+    generator, as Norse initialises them) and the input spikes from ``generator`` (on ``device``).
     """
-    require_readout_size(k, require_positive_int("N (neurons)", neurons))
-    require_probability("rate", rate)
-    population = RefractoryLIFNetwork(input_features, neurons, backend=backend).to(device)
-    return long_run_distribution(population, k, rate, steps, chains, generator)
+    neurons = require_positive_int("N (neurons)", neurons)
+    k = require_readout_size(k, neurons)
+    rate = require_probability("rate", rate)
+    backend = require_choice("backend", backend, BACKENDS)
+    population = RefractoryLIFNetwork(input_features, neurons, backend=backend, generator=weight_generator)
+    return long_run_distribution(population.to(require_device(device)), k, rate, steps, chains, generator)
