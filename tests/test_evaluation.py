@@ -6,7 +6,7 @@ import torch
 
 from workshop_utils import RefractoryLIFNetwork, joint_distribution, poisson_input
 from workshop_utils.distribution import boltzmann_distribution, kl_per_chain
-from workshop_utils.evaluation import long_run_distribution, noise_floor, state_counts
+from workshop_utils.evaluation import evaluate_fidelity, long_run_distribution, noise_floor, state_counts
 
 
 def small_network(seed=0, backend="norse"):
@@ -31,6 +31,8 @@ def test_burn_in_is_not_counted():
 
 
 def test_long_run_is_a_distribution_and_converges():
+    """Two independent 3000 x 8-step estimates differed by a KL of 0.0004 to 0.0026 over 12 seeds
+    (AMD EPYC): the bound 0.01 is four times the largest."""
     network = small_network()
     p1 = long_run_distribution(network, 3, steps=3000, chains=8, generator=torch.Generator().manual_seed(1))
     p2 = long_run_distribution(network, 3, steps=3000, chains=8, generator=torch.Generator().manual_seed(2))
@@ -40,13 +42,17 @@ def test_long_run_is_a_distribution_and_converges():
 
 
 def test_noise_floor_falls_like_one_over_t():
+    """8x more steps: the KL of a T-step estimate falls by 8 (its variance, 1/T) to 64 (the squared
+    bias of chains that all start from v_init, 1/T**2). Over 12 network and noise seeds (AMD EPYC) the
+    ratio was 7.5 to 50: the bounds 3 and 150 leave a factor of 2.5 to 3 on either side for the
+    trajectory another CPU's rounding gives."""
     network = small_network()
     reference = long_run_distribution(network, 2, steps=4000, chains=16, generator=torch.Generator().manual_seed(3))
     short = noise_floor(network, 2, 200, reference, chains=64, generator=torch.Generator().manual_seed(4))
     long = noise_floor(network, 2, 1600, reference, chains=64, generator=torch.Generator().manual_seed(5))
     assert short.per_chain.shape == (64,)
     assert long.mean < short.mean
-    assert 3 < short.mean / long.mean < 20  # 8x more steps: about 8x less KL
+    assert 3 < short.mean / long.mean < 150
 
 
 def test_evaluation_rejects_bad_arguments():
@@ -88,3 +94,18 @@ def test_long_run_in_groups_pools_the_groups():
     assert torch.allclose(grouped, (counts / counts.sum()).float())
     with pytest.raises(ValueError, match="group"):
         long_run_distribution(network, 2, steps=10, chains=2, group=0)
+
+
+def test_fidelity_checks_its_arguments_before_running():
+    network = small_network()
+    table = torch.full((4,), 0.25)
+    for change, match in [({"chains": 0}, "chains"), ({"steps": -1}, "steps"), ({"noise_chains": -1}, "noise_chains"),
+                          ({"seed": 2**64}, "seed"), ({"timesteps": 0}, "timesteps"), ({"k": 9}, "k"),
+                          ({"p_target": torch.full((4,), 0.5)}, "p_target"), ({"p_target": torch.ones(3)}, "p_target"),
+                          ({"rate": float("nan")}, "rate")]:
+        arguments = {"model": network, "p_target": table, "k": 2, "timesteps": 100, "steps": 100, "chains": 2,
+                     "noise_chains": 2, **change}
+        with pytest.raises(ValueError, match=match):
+            evaluate_fidelity(**arguments)
+    with pytest.raises(ValueError, match="model"):
+        evaluate_fidelity("network", table, 2, 100)
