@@ -245,9 +245,11 @@ def device_memory(device: str) -> int:
 
 
 def format_bytes(count: int) -> str:
+    if count.bit_length() > 1000:  # beyond a float
+        return f"about 2**{count.bit_length() - 1} bytes"
     for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if count >= size:
-            return f"{count / size:.3g} {unit}" if count < 1000 * 2**40 else f"{count / 2**40:.3g} TiB"
+            return f"{count / size:.3g} {unit}"
     return f"{count} bytes"
 
 

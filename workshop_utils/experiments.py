@@ -50,6 +50,10 @@ def train_and_evaluate(
 
 def sweep(configs: Iterable[ExperimentConfig], progress: bool = True, **evaluation) -> List[Dict]:
     """:func:`train_and_evaluate` for each configuration, with a progress bar; one row each."""
+    if isinstance(configs, (str, bytes, ExperimentConfig)) or not hasattr(configs, "__iter__"):
+        raise ValueError(f"configs must be an iterable of ExperimentConfig objects, got {type(configs).__name__}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise ValueError(f"progress must be True or False, got {progress!r}")
     configs = list(configs)
     for index, config in enumerate(configs):
         if not isinstance(config, ExperimentConfig):

@@ -97,7 +97,8 @@ class RefractoryLIFNetwork(torch.nn.Module):
         self.v_init = float(v_init)
         self.dt = require_positive_float("dt", dt)
         weights = {} if generator is None else _initial_weights(self.input_features, self.neurons, generator)
-        self.cell = LIFRefracRecurrentCell(input_features, neurons, p=self.p, dt=dt, autapses=False, **weights)
+        self.cell = LIFRefracRecurrentCell(self.input_features, self.neurons, p=self.p, dt=self.dt, autapses=False,
+                                           **weights)
 
     @property
     def input_weights(self) -> torch.Tensor:

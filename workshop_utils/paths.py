@@ -6,6 +6,8 @@ from pathlib import Path
 
 def workshop_root(start=None) -> Path:
     """The repository root when run from it or from ``notebooks/``; otherwise (Colab) the working directory."""
+    if start is not None and (not isinstance(start, (str, os.PathLike)) or not str(start).strip()):
+        raise ValueError(f"start must be None or a directory path, got {start!r}")
     here = Path(start) if start is not None else Path.cwd()
     return here.parent if here.name == "notebooks" else here
 

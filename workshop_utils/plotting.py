@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import math
+import numbers
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -153,10 +154,10 @@ def loss_panel(ax, losses: Sequence[float], noise_floor: Optional[float] = None)
     """The training loss ``[epochs]`` on a log scale, with the noise floor (None or NaN: not measured)."""
     ax = _axes(ax)
     losses = _array("losses", losses, ("epochs",))
-    if noise_floor is not None and not (isinstance(noise_floor, float) and math.isnan(noise_floor)):
+    if isinstance(noise_floor, numbers.Real) and not isinstance(noise_floor, bool) and math.isnan(noise_floor):
+        noise_floor = None  # not measured (evaluate_fidelity with noise_chains=0)
+    if noise_floor is not None:
         noise_floor = require_float("noise_floor", noise_floor, 0.0)
-    else:
-        noise_floor = None
     ax.semilogy(np.arange(1, len(losses) + 1), losses, label="training loss")
     if noise_floor is not None:
         ax.axhline(noise_floor, color="gray", linestyle="--", label=f"noise floor of a T-step sample ({noise_floor:.3f})")

@@ -4,7 +4,14 @@ from typing import Optional
 
 import torch
 
-from .checks import require_choice, require_device, require_positive_int, require_probability, require_readout_size
+from .checks import (
+    require_choice,
+    require_device,
+    require_memory,
+    require_positive_int,
+    require_probability,
+    require_readout_size,
+)
 from .evaluation import long_run_distribution
 from .neurons import BACKENDS, RefractoryLIFNetwork
 
@@ -32,5 +39,9 @@ def generate_target_distribution(
     k = require_readout_size(k, neurons)
     rate = require_probability("rate", rate)
     backend = require_choice("backend", backend, BACKENDS)
+    input_features = require_positive_int("H (input features)", input_features)
+    device = require_device(device)
+    require_memory(f"a population of N = {neurons} neurons with H = {input_features} inputs",
+                   4 * neurons * (input_features + neurons), device)
     population = RefractoryLIFNetwork(input_features, neurons, backend=backend, generator=weight_generator)
-    return long_run_distribution(population.to(require_device(device)), k, rate, steps, chains, generator)
+    return long_run_distribution(population.to(device), k, rate, steps, chains, generator)

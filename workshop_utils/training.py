@@ -15,9 +15,11 @@ from .checks import (
     require_choice,
     require_device,
     require_distribution,
+    require_float,
     require_float_tensor,
     require_int,
     require_memory,
+    require_non_negative_int,
     require_positive_float,
     require_positive_int,
     require_probability,
@@ -36,6 +38,7 @@ OPTIMIZERS = {
     "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
 }
 LR_SCHEDULES = ("constant", "cosine")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
 # Configurations that cannot train, measured on the recipe's network (N = 32, H = 1024, B = 32, k = 3,
@@ -104,7 +107,8 @@ class ExperimentConfig:
                   for name in ("neurons", "input_features", "batch_size", "timesteps", "epochs")}
         fields.update(
             k=require_readout_size(self.k, fields["neurons"]),
-            learning_rate=require_positive_float("learning_rate", self.learning_rate),
+            # float32 weights: torch's optimisers cannot use a step size beyond float32's range
+            learning_rate=require_float("learning_rate", self.learning_rate, 0.0, FLOAT32_MAX, include_minimum=False),
             rate=require_probability("rate", self.rate),
             seed=require_seed("seed", self.seed),
             target_seed=require_seed("target_seed", self.target_seed),
@@ -165,8 +169,10 @@ def _check_trainable(config: ExperimentConfig) -> None:
             f"{config.input_features} inputs, got {config.rate:g}: the input brings {drive:.3g} spikes per step "
             f"to each neuron (at least {MIN_INPUT_DRIVE:g} needed); with less the neurons wait just below "
             f"threshold and the surrogate gradients explode through time (a rate of 0 gives no gradient at all)")
-    require_memory(f"training N = {config.neurons}, H = {config.input_features}, B = {config.batch_size}, "
-                   f"T = {config.longest_timesteps}, k = {config.k}", training_memory(config), config.device)
+    require_memory(f"training with neurons = {config.neurons}, input_features = {config.input_features}, "
+                   f"batch_size = {config.batch_size}, timesteps = {config.timesteps}"
+                   + ("" if config.final_timesteps is None else f", final_timesteps = {config.final_timesteps}")
+                   + f", k = {config.k}", training_memory(config), config.device)
 
 
 class StepResult(NamedTuple):
@@ -262,6 +268,7 @@ def training_step(model, optimizer, input_spikes, p_target, k, epoch: Optional[i
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ValueError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
     k = require_readout_size(k, model.neurons)
+    epoch = None if epoch is None else require_non_negative_int("epoch", epoch)
     optimizer.zero_grad()
     refractory, voltages = model(input_spikes)
     p_sampled = joint_distribution(refractory[:, :, :k])
@@ -329,8 +336,8 @@ def train(
     losses = []
     started = time.perf_counter()
     buffer = torch.empty(config.longest_timesteps, config.batch_size, config.input_features, device=config.device)
-    bar = tqdm(range(config.epochs), desc="training", disable=not progress, mininterval=0.5)
-    for epoch in bar:
+    bar = tqdm(total=config.epochs, desc="training", disable=not progress, mininterval=0.5)
+    for epoch in range(config.epochs):  # a range of any length: tqdm(range(...)) needs len() < 2**63
         T = config.timesteps_at(epoch)
         spikes = poisson_input(config.rate, T, config.batch_size, config.input_features, noise, config.device,
                                out=buffer[:T])  # one buffer for all epochs: no fresh [T, B, H] memory each time
@@ -339,6 +346,8 @@ def train(
             schedule.step()
         losses.append(step.loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        bar.update()
+    bar.close()
     seconds = time.perf_counter() - started
     return TrainingResult(
         config, model, p_target, losses, step.p_sampled, step.refractory, step.voltages, seconds
