@@ -6,6 +6,7 @@ or a numeric string: papermill hands ``-y "learning_rate: 2e-3"`` over as the st
 (YAML 1.1). A bool is never a number.
 """
 
+import functools
 import math
 import numbers
 import os
@@ -221,6 +222,7 @@ def require_generator(name: str, generator, device: str):
 # Memory -------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=None)
 def _physical_memory() -> int:
     """Bytes of memory of this machine, or of its container if that has a lower limit."""
     try:

@@ -311,7 +311,10 @@ def model_from_results(saved: Dict, device="cpu"):
     """The trained network and its config, rebuilt from what :func:`load_results` returned."""
     if not isinstance(saved, dict) or not {"record", "weights"} <= set(saved):
         raise ValueError("saved must be what load_results returned (a dict with 'record' and 'weights')")
-    config = ExperimentConfig(**{**saved["record"]["parameters"], "device": device})
+    try:
+        config = ExperimentConfig(**{**saved["record"]["parameters"], "device": device})
+    except TypeError as error:  # a parameter this version does not know
+        raise ValueError(f"the saved run's parameters do not make an ExperimentConfig: {error}") from None
     model = build_model(config)
     model.load_state_dict(saved["weights"])
     return model, config
