@@ -54,7 +54,8 @@ def assert_same_rows(rows, expected):
         for index, (row, other) in enumerate(zip(rows, expected))
         if numbers([row]) != numbers([other])
     ]
-    pytest.fail(f"rows differ from the serial rows ({torch.get_num_threads()} torch threads here): " + "; ".join(differing))
+    pytest.fail(f"rows differ from the serial rows ({torch.get_num_threads()} torch threads here): "
+                + "; ".join(differing))
 
 
 @contextmanager
@@ -172,7 +173,8 @@ from workshop_utils.experiments import sweep
 configs = [{tiny}.replace(seed=seed) for seed in range(8)]
 sweep(configs, progress=False, results_dir=sys.argv[1], p_target=torch.tensor({p_target}), steps={steps},
       chains={chains}, noise_chains={noise_chains})
-""".format(tiny=repr(TINY), p_target=LONGER["p_target"].tolist(), **{k: v for k, v in LONGER.items() if k != "p_target"})
+""".format(tiny=repr(TINY), p_target=LONGER["p_target"].tolist(),
+           **{name: value for name, value in LONGER.items() if name != "p_target"})
 
 
 def test_a_killed_sweep_resumes_with_the_missing_configurations(tmp_path, count_trainings):

@@ -92,8 +92,9 @@ def sweep(
     descriptions = [run_description(config, evaluation) for config in configs]
     keys = [run_key(description) for description in descriptions]
     runs = {key: (config, description) for key, config, description in zip(keys, configs, descriptions)}
-    paths = {key: row_path(results_dir, config, key) for key, (config, _) in runs.items()} if results_dir is not None else {}
-    rows = _rows_on_disk(Path(results_dir), runs, paths) if results_dir is not None else {}
+    directory = None if results_dir is None else Path(results_dir)
+    paths = {key: row_path(directory, config, key) for key, (config, _) in runs.items()} if directory else {}
+    rows = _rows_on_disk(directory, runs, paths) if directory is not None else {}
     todo = {key: config for key, (config, _) in runs.items() if key not in rows}
     failures = {}
     with tqdm(total=len(todo), desc="sweep", disable=not progress, mininterval=1.0) as bar:
@@ -102,12 +103,13 @@ def sweep(
                 failures[key] = error
             else:
                 rows[key] = row
-                if results_dir is not None:
+                if directory is not None:
                     write_row_file(paths[key], runs[key][1], key, row)
             bar.update()
     if failures:
-        listed = "; ".join(f"{todo[key]}: {error!r}" for key, error in failures.items())
-        kept = f" The rows of the others are in {results_dir}." if results_dir is not None else ""
+        listed = [f"{todo[key]}: {error!r}" for key, error in failures.items()]
+        listed = "; ".join(listed[:5] + (["..."] if len(listed) > 5 else []))
+        kept = f" The rows of the others are in {directory}." if directory is not None else ""
         raise RuntimeError(f"{len(failures)} of {len(todo)} configurations failed: {listed}.{kept}") from next(
             iter(failures.values())
         )
@@ -138,7 +140,8 @@ def _rows_on_disk(directory: Path, runs: Dict, paths: Dict) -> Dict:
 
 def _run_task(config: ExperimentConfig, evaluation: Dict, threads: Optional[int]) -> Dict:
     """One configuration's row, in whatever process runs it (module-level, so that it pickles).
-    ``train`` seeds the run from ``config`` alone (:func:`~workshop_utils.training.seeded_streams`)."""
+    ``train`` and the evaluation seed every random number they draw from ``config`` alone, at the start
+    of the task, so nothing that ran before in the process changes the row."""
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

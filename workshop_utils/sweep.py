@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     results_dir = args.results or workshop_root() / "results" / "sweeps" / grid.name
     print(f"{grid.name}: {len(grid.configs)} configurations; rows in {results_dir}", file=sys.stderr)
 
-    with _executor(args) as (executor, threads):
+    with _Workers(args) as (executor, threads):
         try:
             rows = sweep(grid.configs, progress=not args.no_progress, executor=executor, results_dir=results_dir,
                          threads=threads, p_target=grid.p_target(), **grid.evaluation)
@@ -193,8 +193,9 @@ def main(argv=None) -> int:
     return 0
 
 
-class _executor:
-    """``(executor, torch threads per task)`` for the command line's choice; closes what it started."""
+class _Workers:
+    """``with _Workers(args) as (executor, torch threads per task)``: the command line's choice of
+    where tasks run (None: here); closes the client and cluster it started."""
 
     def __init__(self, args):
         self.args, self.client, self.cluster = args, None, None
@@ -209,7 +210,10 @@ class _executor:
         except ImportError:
             raise SystemExit("--workers and --scheduler need Dask: pip install 'workshop-utils[sweep]'") from None
         if args.scheduler is not None:
-            self.client = Client(args.scheduler)
+            try:
+                self.client = Client(args.scheduler, timeout="30s")
+            except OSError as error:  # refused, unknown host, timed out
+                raise SystemExit(f"error: cannot reach the Dask scheduler at {args.scheduler}: {error}") from None
             return self.client.get_executor(), args.threads
         threads = args.threads or max(1, CPU_COUNT // args.workers)
         if args.workers * threads > CPU_COUNT:
