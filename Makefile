@@ -44,6 +44,13 @@ exercises: $(INSTALLED)
 		echo "   $$name took $$(( $$(date +%s) - start )) s"; \
 	done
 
+# A grid of configurations from a YAML file (sweeps/*.yaml), resumable; rows in results/sweeps/<name>/.
+# SWEEP_ARGS="--workers 2" runs it on a Dask LocalCluster, SWEEP_ARGS="--scheduler tcp://HOST:8786" on a cluster.
+.PHONY: sweep
+sweep: $(INSTALLED)
+	@test -n "$(GRID)" || { echo "usage: make sweep GRID=sweeps/quick.yaml [SWEEP_ARGS='--workers 2']" >&2; exit 2; }
+	$(PYTHON) -m workshop_utils.sweep $(GRID) $(SWEEP_ARGS)
+
 test: unit-test notebook-test
 
 unit-test: $(INSTALLED)

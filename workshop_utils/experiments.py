@@ -1,6 +1,10 @@
 """Sweeps for the exercises: train a configuration over several seeds and measure its real fidelity."""
 
-from typing import Dict, Iterable, List, Optional, Tuple
+import hashlib
+import sys
+from concurrent.futures import Executor, as_completed
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -8,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .checks import require_non_negative_int, require_positive_int
 from .evaluation import evaluate_fidelity
+from .row_files import read_row_file, remove_leftovers, row_path, run_description, run_key, write_row_file
 from .training import ExperimentConfig, train
 
 LONG_RUN_SETTINGS = ("burn_in", "chunk", "group")
@@ -23,7 +28,8 @@ def train_and_evaluate(
 ) -> Dict:
     """Train one configuration and return one row of numbers: the final training loss, the long-run
     KL(p_target || p_long_run), the noise floor at the training T (nan with ``noise_chains=0``), the
-    fraction of time the N neurons spent refractory in the last epoch, and the training time.
+    fraction of time the N neurons spent refractory in the last epoch, the training time, and
+    ``weights_sha256``, a digest of the trained weights (equal digests: the same network, bit for bit).
 
     ``long_run`` (burn_in, chunk, group) goes to :func:`~workshop_utils.evaluation.long_run_distribution`."""
     unknown = sorted(set(long_run) - set(LONG_RUN_SETTINGS))
@@ -45,11 +51,48 @@ def train_and_evaluate(
         "refractory_fraction": result.refractory.mean().item(),
         "seconds": result.seconds,
         "losses": result.losses,
+        "weights_sha256": weights_digest(result.model),
     }
 
 
-def sweep(configs: Iterable[ExperimentConfig], progress: bool = True, **evaluation) -> List[Dict]:
-    """:func:`train_and_evaluate` for each configuration, with a progress bar; one row each."""
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (names, dtypes, shapes and bytes), as hex."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{list(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def sweep(
+    configs: Iterable[ExperimentConfig],
+    progress: bool = True,
+    executor: Optional[Executor] = None,
+    results_dir=None,
+    threads: Optional[int] = None,
+    **evaluation,
+) -> List[Dict]:
+    """:func:`train_and_evaluate` ``(config, **evaluation)`` for each configuration; one row each, in
+    the order of ``configs`` (a configuration given twice is run once).
+
+    - ``executor``: None runs the configurations here, one after the other. Any
+      :class:`concurrent.futures.Executor` gets one task per configuration: a Dask client's
+      ``get_executor()`` (a ``LocalCluster`` or a cluster; see ``python -m workshop_utils.sweep``) or a
+      ``ProcessPoolExecutor`` with ``mp_context=multiprocessing.get_context("spawn")`` (``fork`` can hang
+      once torch has used OpenMP). Each task seeds its own training from its configuration, so a row
+      does not depend on the worker that ran it nor on what ran before it there. Tasks must not share
+      a process concurrently: one thread per Dask worker (``threads_per_worker=1``).
+    - ``results_dir``: each row is written, as soon as it is done, to its own file there
+      (:mod:`~workshop_utils.row_files`); configurations whose file exists are read back instead of run,
+      and a file that cannot be read raises a ``ValueError`` naming it before anything runs.
+    - ``threads``: torch's thread count inside each task (restored afterwards); None leaves the
+      process's own. Choose workers x threads <= cores.
+    - ``progress``: a progress bar of finished configurations.
+
+    If tasks fail, the others still run (and are written); then a ``RuntimeError`` names the failed
+    configurations, raised from the first error.
+    """
     if isinstance(configs, (str, bytes, ExperimentConfig)) or not hasattr(configs, "__iter__"):
         raise ValueError(f"configs must be an iterable of ExperimentConfig objects, got {type(configs).__name__}")
     if not isinstance(progress, (bool, np.bool_)):
@@ -58,7 +101,88 @@ def sweep(configs: Iterable[ExperimentConfig], progress: bool = True, **evaluati
     for index, config in enumerate(configs):
         if not isinstance(config, ExperimentConfig):
             raise ValueError(f"configs must hold ExperimentConfig objects, got {type(config).__name__} at index {index}")
-    return [train_and_evaluate(config, **evaluation) for config in tqdm(configs, disable=not progress, mininterval=1.0)]
+    if threads is not None:
+        threads = require_positive_int("threads", threads)
+    descriptions = [run_description(config, evaluation) for config in configs]
+    keys = [run_key(description) for description in descriptions]
+    runs = {key: (config, description) for key, config, description in zip(keys, configs, descriptions)}
+    directory = None if results_dir is None else Path(results_dir)
+    paths = {key: row_path(directory, config, key) for key, (config, _) in runs.items()} if directory else {}
+    rows = _rows_on_disk(directory, runs, paths) if directory is not None else {}
+    todo = {key: config for key, (config, _) in runs.items() if key not in rows}
+    failures = {}
+    with tqdm(total=len(todo), desc="sweep", disable=not progress, mininterval=1.0) as bar:
+        for key, row, error in _run_tasks(todo, evaluation, threads, executor):
+            if error is not None:
+                failures[key] = error
+            else:
+                rows[key] = row
+                if directory is not None:
+                    write_row_file(paths[key], runs[key][1], key, row)
+            bar.update()
+    if failures:
+        listed = [f"{todo[key]}: {error!r}" for key, error in failures.items()]
+        listed = "; ".join(listed[:5] + (["..."] if len(listed) > 5 else []))
+        kept = f" The rows of the others are in {directory}." if directory is not None else ""
+        raise RuntimeError(f"{len(failures)} of {len(todo)} configurations failed: {listed}.{kept}") from next(
+            iter(failures.values())
+        )
+    return [dict(rows[key]) for key in keys]
+
+
+def _rows_on_disk(directory: Path, runs: Dict, paths: Dict) -> Dict:
+    """The rows already in ``directory``, by key; says how many it skips."""
+    directory.mkdir(parents=True, exist_ok=True)
+    removed = remove_leftovers(directory)
+    rows, unreadable = {}, []
+    for key, (_, description) in runs.items():
+        if paths[key].exists():
+            try:
+                rows[key] = read_row_file(paths[key], description, key)
+            except ValueError as error:
+                unreadable.append(str(error))
+    if unreadable:
+        raise ValueError(
+            f"{len(unreadable)} row files in {directory} cannot be used; move or delete them to run their "
+            "configurations again:\n" + "\n".join(unreadable)
+        )
+    if rows or removed:
+        print(f"sweep: {len(rows)} of {len(runs)} configurations already done in {directory}, skipped"
+              + (f"; {removed} unfinished temporary files removed" if removed else ""), file=sys.stderr)
+    return rows
+
+
+def _run_task(config: ExperimentConfig, evaluation: Dict, threads: Optional[int]) -> Dict:
+    """One configuration's row, in whatever process runs it (module-level, so that it pickles).
+    ``train`` and the evaluation seed every random number they draw from ``config`` alone, at the start
+    of the task, so nothing that ran before in the process changes the row."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return train_and_evaluate(config, **evaluation)
+    finally:
+        if threads is not None:
+            torch.set_num_threads(previous)
+
+
+def _run_tasks(todo: Dict, evaluation: Dict, threads: Optional[int], executor: Optional[Executor]) -> Iterator:
+    """``(key, row, None)`` or ``(key, None, error)`` for each configuration, as each finishes."""
+    if executor is None:
+        for key, config in todo.items():
+            try:
+                yield key, _run_task(config, evaluation, threads), None
+            except Exception as error:
+                yield key, None, error
+        return
+    futures = {executor.submit(_run_task, config, evaluation, threads): key for key, config in todo.items()}
+    try:
+        for future in as_completed(futures):
+            error = future.exception()
+            yield futures[future], (future.result() if error is None else None), error
+    finally:  # interrupted (Ctrl-C) or done: nothing that has not started yet starts
+        for future in futures:
+            future.cancel()
 
 
 def seeds(config: ExperimentConfig, count: int = 3) -> List[ExperimentConfig]:
