@@ -4,9 +4,9 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .evaluation import evaluate_fidelity
+from .progress import progress_bar
 from .training import ExperimentConfig, train
 
 
@@ -43,7 +43,7 @@ def train_and_evaluate(
 def sweep(configs: Iterable[ExperimentConfig], progress: bool = True, **evaluation) -> List[Dict]:
     """:func:`train_and_evaluate` for each configuration, with a progress bar; one row each."""
     configs = list(configs)
-    return [train_and_evaluate(config, **evaluation) for config in tqdm(configs, disable=not progress, mininterval=1.0)]
+    return [train_and_evaluate(config, **evaluation) for config in progress_bar(configs, disable=not progress, mininterval=1.0)]
 
 
 def seeds(config: ExperimentConfig, count: int = 3) -> List[ExperimentConfig]:

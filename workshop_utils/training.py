@@ -7,7 +7,6 @@ from typing import List, NamedTuple, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checks import (
     require_choice,
@@ -20,6 +19,7 @@ from .checks import (
 from .distribution import joint_distribution, kl_loss
 from .encoding import poisson_input
 from .neurons import BACKENDS, SURROGATES, RefractoryLIFNetwork, notebook_parameters
+from .progress import progress_bar
 from .targets import generate_target_distribution
 
 OPTIMIZERS = {
@@ -187,7 +187,7 @@ def train(
     started = time.perf_counter()
     longest = max(config.timesteps_at(epoch) for epoch in range(config.epochs))
     buffer = torch.empty(longest, config.batch_size, config.input_features, device=config.device)
-    bar = tqdm(range(config.epochs), desc="training", disable=not progress, mininterval=0.5)
+    bar = progress_bar(range(config.epochs), desc="training", disable=not progress, mininterval=0.5)
     for epoch in bar:
         T = config.timesteps_at(epoch)
         spikes = poisson_input(config.rate, T, config.batch_size, config.input_features, noise, config.device,
