@@ -59,6 +59,7 @@ $(INSTALLED): requirements.txt pyproject.toml | check-python
 	elif [ -e $(VENV) ]; then echo "$(VENV) exists, but its last install did not finish: installing into it again (or start afresh: rm -rf $(VENV))"; \
 	else echo "Making $(VENV) with $(PYTHON_BASE) and installing requirements.txt (a minute or two)"; fi
 	test -x $(PYTHON) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PYTHON) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m ensurepip --upgrade >/dev/null
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -r requirements.txt
 	$(PYTHON) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
