@@ -6,7 +6,8 @@ INSTALLED := $(VENV)/.installed
 # The Python that makes .venv. The pins in requirements.txt need Python 3.11 or newer.
 PYTHON_BASE ?= python3
 MIN_PYTHON := 3.11
-comma := ,  # for $(subst) below
+# A comma, for $(subst) below (no comment on its line: make keeps the spaces before one).
+comma := ,
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.md))
 # Notebooks with a full-size parameter file run at that size under `make exercises`.
 FULL_SIZE := $(sort $(wildcard notebooks/full_size/*.yaml))
