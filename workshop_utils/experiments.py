@@ -8,11 +8,11 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checks import require_non_negative_int, require_positive_int
 from .evaluation import evaluate_fidelity
 from .row_files import read_row_file, remove_leftovers, row_path, run_description, run_key, write_row_file
+from .progress import progress_bar
 from .training import ExperimentConfig, train
 
 LONG_RUN_SETTINGS = ("burn_in", "chunk", "group")
@@ -111,7 +111,7 @@ def sweep(
     rows = _rows_on_disk(directory, runs, paths) if directory is not None else {}
     todo = {key: config for key, (config, _) in runs.items() if key not in rows}
     failures = {}
-    with tqdm(total=len(todo), desc="sweep", disable=not progress, mininterval=1.0) as bar:
+    with progress_bar(None, total=len(todo), desc="sweep", disable=not progress, mininterval=1.0) as bar:
         for key, row, error in _run_tasks(todo, evaluation, threads, executor):
             if error is not None:
                 failures[key] = error

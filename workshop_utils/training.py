@@ -9,7 +9,6 @@ from typing import List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checks import (
     require_choice,
@@ -29,6 +28,7 @@ from .checks import (
 from .distribution import joint_distribution, kl_loss
 from .encoding import poisson_input
 from .neurons import BACKENDS, SURROGATES, RefractoryLIFNetwork, notebook_parameters
+from .progress import progress_bar
 from .targets import generate_target_distribution
 
 OPTIMIZERS = {
@@ -336,7 +336,7 @@ def train(
     losses = []
     started = time.perf_counter()
     buffer = torch.empty(config.longest_timesteps, config.batch_size, config.input_features, device=config.device)
-    bar = tqdm(total=config.epochs, desc="training", disable=not progress, mininterval=0.5)
+    bar = progress_bar(None, total=config.epochs, desc="training", disable=not progress, mininterval=0.5)
     for epoch in range(config.epochs):  # a range of any length: tqdm(range(...)) needs len() < 2**63
         T = config.timesteps_at(epoch)
         spikes = poisson_input(config.rate, T, config.batch_size, config.input_features, noise, config.device,
