@@ -15,7 +15,8 @@ Prints nothing but a note without CUDA. With it, on ``cuda:0``:
    model (``torch.cuda.max_memory_allocated``); the input ``[T, B, H]`` float32 is given apart, and a
    row whose input cannot be made on this GPU is marked so. The CPU fast path runs on all of this
    machine's cores, for B <= --cpu-max-batch (its time grows with B);
-3. where the triton step's time goes at T = 1000 (phases, and the CUDA kernels by torch's profiler);
+3. where the triton step's time goes at T = 1000 (phases, and the CUDA kernels by torch's profiler),
+   and the step at other block sizes and warp counts of the kernels (to choose the defaults);
 4. the workshop's recipe, ``wu.train(wu.ExperimentConfig(device="cuda:0"))`` (80 epochs, target
    generation included), and the long-run evaluation (``evaluation.long_run_distribution``, 32
    chains x 20,000 steps), each timed after one warm-up run;
@@ -222,6 +223,37 @@ def breakdown(N, H, k, batches, T=1000, repeats=10):
         torch.cuda.empty_cache()
 
 
+def sweep(N, H, k, batches, T=1000, repeats=10):
+    """Seconds per triton step for other block sizes and warp counts than the defaults (N = 32)."""
+    from workshop_utils.engine import gpu
+
+    default = gpu.launch_config
+    block_n = default(N).block_n
+    configs = [gpu.LaunchConfig(block_b, block_n, block_n, True, warps)
+               for block_b, warps in ((16, 2), (16, 4), (16, 8), (32, 4), (32, 8), (64, 8))]
+    inputs = {B: gpu_input(T, B, H) for B in batches}
+    print()
+    print(f"Launch configurations of the triton kernels (N = {N}, T = {T}), seconds per training step; "
+          f"the default is {default(N)}:")
+    print()
+    print("| chains per program | warps | " + " | ".join(f"B = {B}" for B in batches) + " |")
+    print("|---:|---:|" + "---:|" * len(batches))
+    try:
+        for config in configs:
+            gpu.launch_config = lambda neurons, config=config: config
+            cells = []
+            for B, x in inputs.items():
+                target = torch.full((B, 2**k), 1 / 2**k, device=DEVICE)
+                step = case("fast", x, target, N, k, DEVICE)
+                step()  # compiles this configuration's kernels
+                cells.append(f"{median_seconds(step, repeats if B * T <= 32_000 else 3):.4f}")
+            print(f"| {config.block_b} | {config.num_warps} | " + " | ".join(cells) + " |", flush=True)
+    finally:
+        gpu.launch_config = default
+    del inputs
+    torch.cuda.empty_cache()
+
+
 def recipe_and_evaluation():
     """Seconds of the recipe (wu.train, 80 epochs, with its target) and of the long-run evaluation."""
     config = wu.ExperimentConfig(device=DEVICE)
@@ -269,6 +301,7 @@ def main():
     parser.add_argument("--no-cpu", action="store_true")
     parser.add_argument("--no-recipe", action="store_true")
     parser.add_argument("--no-breakdown", action="store_true")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the launch configurations at N = 32")
     args = parser.parse_args()
 
     if not torch.cuda.is_available():
@@ -279,6 +312,8 @@ def main():
     steps = table(args)
     if not args.no_breakdown:
         breakdown(args.neurons, args.inputs, args.k, [B for B in (32, 8192) if B in args.batches])
+    if not args.no_sweep and args.neurons == 32:
+        sweep(args.neurons, args.inputs, args.k, [B for B in (32, 8192) if B in args.batches])
     times = {} if args.no_recipe else recipe_and_evaluation()
     measured = {
         "step, B = 32, T = 1000": steps.get((32, 1000)),

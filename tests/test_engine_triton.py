@@ -221,8 +221,9 @@ def test_continuing_from_the_final_state():
 
 
 def test_recurrent_product_in_chunks(monkeypatch):
-    """Populations above REGISTER_NEURONS read W_rec and the previous spikes in chunks of 32 from
-    memory; forced here for N = 40 (padded to 64: two chunks, the second partly masked)."""
+    """Populations above REGISTER_NEURONS read W_rec and the previous spikes in chunks of 16 from
+    memory; forced here for N = 40 (padded to 64: four chunks, the third partly masked, the fourth
+    wholly)."""
     monkeypatch.setattr(gpu, "REGISTER_NEURONS", 16)
     assert not gpu.launch_config(40).in_registers
     x, w_in, w_rec = problem(6, 50, 5, 40, 30, scale_rec=0.25)

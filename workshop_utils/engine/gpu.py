@@ -51,9 +51,8 @@ except Exception as error:  # ImportError without triton, or a triton that does 
     gpu_kernels = None
     _IMPORT_PROBLEM = f"triton cannot be imported ({type(error).__name__}: {error})"
 
-MAX_NEURONS = 512  # the kernels keep [16, N] state tiles in registers; tested up to 256 on a GPU
+MAX_NEURONS = 256  # above, the [16, N] tiles of the backward pass spill registers by tens of kilobytes
 REGISTER_NEURONS = 64  # up to this padded N, W_rec stays in registers; above, it is read in chunks
-BLOCK_B = 16  # chains per program: tl.dot needs at least 16 rows
 _PARAMETERS = ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset", "rho_reset", "alpha")
 _warned = set()
 
@@ -72,6 +71,7 @@ def interpreted() -> bool:
 
 
 class LaunchConfig(NamedTuple):
+    block_b: int  # chains per program: tl.dot needs at least 16 rows
     block_n: int  # N rounded up to a power of two, at least 16 (tl.dot's minimum)
     block_k: int  # neurons per chunk of the recurrent product when W_rec is not in registers
     in_registers: bool  # W_rec held in registers (block_n <= REGISTER_NEURONS)
@@ -79,9 +79,12 @@ class LaunchConfig(NamedTuple):
 
 
 def launch_config(neurons: int) -> LaunchConfig:
-    """The kernels' block sizes for N = ``neurons``."""
+    """The kernels' block sizes for N = ``neurons``, chosen by the registers ptxas reports for sm_90
+    (no spills up to N = 64; a few hundred bytes per thread at N = 128, a few kilobytes at 256)."""
     block_n = max(16, 1 << (neurons - 1).bit_length())
-    return LaunchConfig(block_n, min(block_n, 32), block_n <= REGISTER_NEURONS, 4 if block_n <= 64 else 8)
+    if block_n <= REGISTER_NEURONS:
+        return LaunchConfig(16, block_n, block_n, True, 4 if block_n == 16 else 8)
+    return LaunchConfig(16, block_n, 16, False, 16)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -235,10 +238,10 @@ def _simulate(input_spikes, input_weights, recurrent_weights, z0, v0, i0, rho0, 
     refractory = input_spikes.new_empty(T, B, N)
     v_decayed = input_spikes.new_empty(T, B, N) if record else None
     with _device_guard(input_spikes.device):
-        gpu_kernels.lif_refrac_forward[(_cdiv(B, BLOCK_B),)](
+        gpu_kernels.lif_refrac_forward[(_cdiv(B, config.block_b),)](
             proj, recurrent_weights.detach().contiguous(), params, z, rho, v, refractory,
             refractory if v_decayed is None else v_decayed, i, T, B, N,
-            RECORD=record, W_IN_REGISTERS=config.in_registers, BLOCK_B=BLOCK_B, BLOCK_N=config.block_n,
+            RECORD=record, W_IN_REGISTERS=config.in_registers, BLOCK_B=config.block_b, BLOCK_N=config.block_n,
             BLOCK_K=config.block_k, num_warps=config.num_warps,
         )
     return z, rho, v, refractory, v_decayed, i
@@ -271,12 +274,12 @@ class _LIFRefracGPU(torch.autograd.Function):
         given = [grad_z, grad_rho, grad_refractory, grad_v, grad_i]
         pointers = [dj if grad is None else grad.contiguous() for grad in given]  # dj: a pointer never read
         with _device_guard(input_spikes.device):
-            gpu_kernels.lif_refrac_backward[(_cdiv(B, BLOCK_B),)](
+            gpu_kernels.lif_refrac_backward[(_cdiv(B, config.block_b),)](
                 z, rho, v, v_decayed, recurrent_weights.detach().contiguous(), params, *pointers, dj, grad_v0,
                 grad_rho0, T, B, N,
                 METHOD=ctx.method, HAS_GRAD_Z=grad_z is not None, HAS_GRAD_RHO=grad_rho is not None,
                 HAS_GRAD_REFRACTORY=grad_refractory is not None, HAS_GRAD_V=grad_v is not None,
-                HAS_GRAD_I=grad_i is not None, W_IN_REGISTERS=config.in_registers, BLOCK_B=BLOCK_B,
+                HAS_GRAD_I=grad_i is not None, W_IN_REGISTERS=config.in_registers, BLOCK_B=config.block_b,
                 BLOCK_N=config.block_n, BLOCK_K=config.block_k, num_warps=config.num_warps,
             )
         needs = ctx.needs_input_grad
