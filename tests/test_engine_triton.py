@@ -2,7 +2,8 @@
 
 With CUDA the kernels are compiled and every test runs on the GPU, against Norse's loop on the same
 GPU. Without it they run in Triton's interpreter on CPU tensors, at small sizes, against Norse's
-loop on the CPU. Triton picks the interpreter from TRITON_INTERPRET when triton is imported, when
+loop on the CPU, and Triton's compiler builds every kernel variant for sm_90 (H100/H200) in a
+subprocess, which catches what only compiled Triton rejects. Triton picks the interpreter from TRITON_INTERPRET when triton is imported, when
 each kernel is defined, and when it imports parts of itself lazily during a run: so this module
 imports the backend with the variable set and sets it again while its own tests run (a module
 fixture), and restores it for the other test modules.
@@ -18,8 +19,11 @@ here depends on how a BLAS sums beyond rounding.
 
 import contextlib
 import os
+import subprocess
 import sys
+import textwrap
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +35,7 @@ from workshop_utils import engine
 from workshop_utils.engine import reference
 
 CUDA = torch.cuda.is_available()
+ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda:0" if CUDA else "cpu"
 
 
@@ -298,6 +303,40 @@ def test_refuses_shapes_before_any_kernel_runs():
         N = gpu.MAX_NEURONS + 1
         gpu.lif_refrac_gpu(x[:, :, :1], torch.zeros(N, 1, device=DEVICE), torch.zeros(N, N, device=DEVICE),
                            parameters(), 1e-3, initial_state(3, N))
+
+
+COMPILE_FOR_HOPPER = textwrap.dedent("""
+    import sys, triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from workshop_utils.engine import gpu, gpu_kernels
+    grads = dict(HAS_GRAD_Z=True, HAS_GRAD_RHO=True, HAS_GRAD_REFRACTORY=True, HAS_GRAD_V=True, HAS_GRAD_I=True)
+    for neurons in map(int, sys.argv[1:]):
+        config = gpu.launch_config(neurons)
+        common = dict(W_IN_REGISTERS=config.in_registers, BLOCK_B=config.block_b, BLOCK_N=config.block_n,
+                      BLOCK_K=config.block_k)
+        for kernel, constants in ((gpu_kernels.lif_refrac_forward, dict(RECORD=True, **common)),
+                                  (gpu_kernels.lif_refrac_backward, dict(METHOD=0, **grads, **common))):
+            signature = {name: "constexpr" if name in constants else "i32" if name in ("T", "B", "N") else "*fp32"
+                         for name in kernel.arg_names}
+            compiled = triton.compile(ASTSource(kernel, signature, constants), target=GPUTarget("cuda", 90, 32),
+                                      options={"num_warps": config.num_warps})
+            print(neurons, kernel.__name__, len(compiled.asm["cubin"]), "bytes of sm_90 code")
+""")
+
+
+@pytest.mark.skipif(CUDA, reason="with CUDA the other tests compile and run the kernels")
+def test_the_kernels_compile_for_hopper_without_a_gpu():
+    """The interpreter does not compile the kernels; Triton's own compiler (with the ptxas its wheel
+    ships) does so without a GPU: every launch configuration (N = 12, 32, 100, 256), forward and
+    backward with every gradient, to sm_90 machine code (H100/H200), in a process without
+    TRITON_INTERPRET. A kernel that only the interpreter accepts fails here."""
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + sys.path)
+    result = subprocess.run([sys.executable, "-c", COMPILE_FOR_HOPPER, "12", "32", "100", "256"],
+                            capture_output=True, text=True, env=environment, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("bytes of sm_90 code") == 8, result.stdout
 
 
 # --- on a GPU only: the compiled kernels at sizes the interpreter cannot afford, and the package on CUDA
