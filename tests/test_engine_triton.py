@@ -79,7 +79,9 @@ def parameters(method="tanh", **lif):
     rho_reset = lif.pop("rho_reset", torch.as_tensor(10.0))
     values = dict(v_leak=torch.as_tensor(1.0), method=method, alpha=torch.as_tensor(100.0))
     values.update(lif)
-    return LIFRefracParameters(LIFParameters(**values), rho_reset=rho_reset)
+    on_device = {name: value.to(DEVICE) if isinstance(value, torch.Tensor) else value for name, value in values.items()}
+    rho_reset = rho_reset.to(DEVICE) if isinstance(rho_reset, torch.Tensor) else rho_reset
+    return LIFRefracParameters(LIFParameters(**on_device), rho_reset=rho_reset)  # Norse's loop needs them there
 
 
 def problem(seed, T, B, N, H, rate=0.2, scale_in=1.2, scale_rec=0.4):
@@ -118,28 +120,41 @@ def run(simulate, x, w_in, w_rec, p, state, loss=every_output_loss, dt=1e-3):
     return (spikes, rho.detach(), voltages.detach()), dict(zip(leaves, gradients)), final
 
 
-def assert_equivalent(x, w_in, w_rec, p, state, loss=every_output_loss, dt=1e-3, min_spikes=100):
-    """Outputs as Norse's loop's up to rounding flips (shown as warnings), and gradients within 1e-3
-    relative over the steps before the first flip. Returns the comparison of the full run."""
-    ours, gradients, _ = run(gpu.lif_refrac_gpu, x, w_in, w_rec, p, state, loss, dt)
-    theirs, reference_gradients, _ = run(reference.lif_refrac_loop, x, w_in, w_rec, p, state, loss, dt)
-    assert theirs[0].sum() >= min_spikes, "the population should be active"
-    assert (theirs[1] > 0).float().mean() > 0.05, "neurons should be refractory part of the time"
-    comparison = compare_runs(ours, theirs, p.lif.v_th)
-    for t, b, n, voltage in comparison.flips:
-        warnings.warn(f"rounding flip: step {t}, chain {b}, neuron {n}, voltage {voltage:.9g} at threshold")
-    if comparison.flips:  # compare the gradients where the trajectories are the same
-        prefix = min(t for t, *_ in comparison.flips)
-        assert prefix > 0, "a flip at the first step leaves no prefix to compare gradients on"
-        _, gradients, _ = run(gpu.lif_refrac_gpu, x[:prefix], w_in, w_rec, p, state, loss, dt)
-        _, reference_gradients, _ = run(reference.lif_refrac_loop, x[:prefix], w_in, w_rec, p, state, loss, dt)
-    for name, expected in reference_gradients.items():
+def chains(state, keep):
+    """The state of the chains ``keep`` (a list of batch indices)."""
+    lif = state.lif
+    return LIFRefracState(LIFState(lif.z[keep], lif.v[keep], lif.i[keep]), state.rho[keep])
+
+
+def assert_equivalent(x, w_in, w_rec, p, state, loss=every_output_loss, dt=1e-3, min_spikes=100,
+                      ours=None, theirs=reference.lif_refrac_loop):
+    """``ours`` (default: the triton backend) computes what ``theirs`` (Norse's loop) does: outputs
+    equal up to rounding flips at threshold (each shown as a warning), and gradients within 1e-3
+    relative. A chain that flips follows another trajectory from there on, so the gradients are
+    compared on the chains that did not flip: both run again on those (a new batch size may sum in
+    another order and flip another chain, which is then left out too; at least half remain)."""
+    ours = gpu.lif_refrac_gpu if ours is None else ours
+    keep = list(range(x.shape[1]))
+    while True:
+        ours_out, gradients, _ = run(ours, x[:, keep], w_in, w_rec, p, chains(state, keep), loss, dt)
+        theirs_out, expected_gradients, _ = run(theirs, x[:, keep], w_in, w_rec, p, chains(state, keep), loss, dt)
+        if len(keep) == x.shape[1]:
+            assert theirs_out[0].sum() >= min_spikes, "the population should be active"
+            assert (theirs_out[1] > 0).float().mean() > 0.05, "neurons should be refractory part of the time"
+        comparison = compare_runs(ours_out, theirs_out, p.lif.v_th)
+        if not comparison.flips:
+            break
+        for t, b, n, voltage in comparison.flips:
+            warnings.warn(f"rounding flip: step {t}, chain {keep[b]}, neuron {n}, voltage {voltage:.9g} at threshold")
+        flipped = {keep[b] for _, b, _, _ in comparison.flips}
+        keep = [b for b in keep if b not in flipped]
+        assert 2 * len(keep) >= x.shape[1], f"rounding flips in {x.shape[1] - len(keep)} of {x.shape[1]} chains"
+    for name, expected in expected_gradients.items():
         assert torch.isfinite(gradients[name]).all(), name
         assert expected.norm() > 0, f"the gradient of {name} should not vanish"
         error = relative_error(gradients[name], expected)
         assert error < 1e-3, f"gradient of {name}: relative error {error:.3g}"
     assert torch.all(gradients["w_rec"].diagonal() == 0)
-    return comparison
 
 
 @pytest.mark.parametrize("method, T", [("tanh", 80), ("heavi_erfc", 80), ("super", 40)])
@@ -148,6 +163,23 @@ def test_matches_norse(method, T):
     ignores alpha and its gradients explode over long runs, hence its shorter run."""
     x, w_in, w_rec = problem(1, T, 20, 12, 40)
     assert_equivalent(x, w_in, w_rec, parameters(method), initial_state(20, 12), min_spikes=200)
+
+
+def test_a_flip_at_threshold_is_shown_and_its_chain_left_out():
+    """The comparison itself, on a stand-in for rounding: Norse's loop with the threshold 8e-6 lower
+    flips the spikes whose decayed voltage lands between the two thresholds, here once (at
+    0.9999992, 7e-7 from one edge of the window: far more than rounding on any CPU). Each flip is
+    reported as a warning, its chain left out, and the gradients agree on the others."""
+    x, w_in, w_rec = problem(13, 200, 128, 32, 30)
+    p = parameters()
+    lowered = p._replace(lif=p.lif._replace(v_th=p.lif.v_th - 8e-6))
+
+    def with_lowered_threshold(x, w_in, w_rec, p, dt, state):
+        return reference.lif_refrac_loop(x, w_in, w_rec, lowered, dt, state)
+
+    with pytest.warns(UserWarning, match="rounding flip") as flips:
+        assert_equivalent(x, w_in, w_rec, p, initial_state(128, 32), ours=with_lowered_threshold)
+    assert 1 <= len(flips) <= 32
 
 
 @pytest.mark.parametrize("method", ["tanh", "heavi_erfc", "super"])
@@ -194,35 +226,22 @@ def test_initial_state_gradients_and_a_non_binary_z():
     assert_equivalent(x, w_in, w_rec, parameters("heavi_erfc"), arbitrary_state(7, 12, 4))
 
 
+def in_two_pieces(simulate, cut=30):
+    """``simulate`` run on the first ``cut`` steps, then continued from that run's final state, which
+    carries its gradients (as Norse's does): the outputs joined, and the last final state."""
+    def simulate_twice(x, w_in, w_rec, p, dt, state):
+        first = simulate(x[:cut], w_in, w_rec, p, dt, state)
+        second = simulate(x[cut:], w_in, w_rec, p, dt, first[4])
+        return (*(torch.cat([a, b]) for a, b in zip(first[:4], second[:4])), second[4])
+    return simulate_twice
+
+
 def test_continuing_from_the_final_state():
     """A run in two pieces, the second from the final state of the first, back-propagated through
-    both (the final state carries its gradients, as Norse's does), equals the run in one piece."""
+    both, against Norse's loop run in the same two pieces."""
     x, w_in, w_rec = problem(5, 70, 6, 12, 30)
-    p = parameters("tanh")
-
-    def in_two_pieces(simulate):
-        def simulate_twice(x, w_in, w_rec, p, dt, state):
-            first = simulate(x[:30], w_in, w_rec, p, dt, state)
-            second = simulate(x[30:], w_in, w_rec, p, dt, first[4])
-            joined = [torch.cat([a, b]) for a, b in zip(first[:4], second[:4])]
-            return (*joined, second[4])
-        return simulate_twice
-
-    state = arbitrary_state(6, 12, 5)
-    ours, gradients, final = run(in_two_pieces(gpu.lif_refrac_gpu), x, w_in, w_rec, p, state)
-    whole, whole_gradients, whole_final = run(gpu.lif_refrac_gpu, x, w_in, w_rec, p, state)
-    # the kernels compute each step alike whether or not a run was cut there: the same bits
-    for a, b in zip(ours, whole):
-        assert torch.equal(a, b)
-    for name in whole_gradients:
-        assert relative_error(gradients[name], whole_gradients[name]) < 1e-5, name
-    for a, b in zip((final.lif.z, final.lif.v, final.lif.i, final.rho),
-                    (whole_final.lif.z, whole_final.lif.v, whole_final.lif.i, whole_final.rho)):
-        assert torch.equal(a, b)
-    theirs, reference_gradients, _ = run(in_two_pieces(reference.lif_refrac_loop), x, w_in, w_rec, p, state)
-    assert not compare_runs(ours, theirs, 1.0).flips, "no rounding flip on this seed"
-    for name, expected in reference_gradients.items():
-        assert relative_error(gradients[name], expected) < 1e-3, name
+    assert_equivalent(x, w_in, w_rec, parameters("tanh"), arbitrary_state(6, 12, 5),
+                      ours=in_two_pieces(gpu.lif_refrac_gpu), theirs=in_two_pieces(reference.lif_refrac_loop))
 
 
 def test_recurrent_product_in_chunks(monkeypatch):
