@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -76,7 +77,9 @@ def case(backend, x, target, N, k, device, seed=0):
     return step
 
 
-def median_seconds(step, repeats):
+def median_seconds(step, repeats, warmup=0):
+    for _ in range(warmup):
+        step()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -129,6 +132,7 @@ def first_step_and_losses(N, H, k, T=1000, B=32):
 
 
 def table(args):
+    """Print the table; returns {(B, T): triton seconds per step}."""
     N, H, k = args.neurons, args.inputs, args.k
     print()
     print(f"Seconds per training step (N = {N}, H = {H}, k = {k}); speed-ups of the triton backend; peak GPU memory "
@@ -140,41 +144,45 @@ def table(args):
     results = {}
     for T in args.timesteps:
         for B in args.batches:
-            x = gpu_input(T, B, H)
-            input_gib = T * B * H * 4 / GIB
-            if x is None:
-                print(f"| {B} | {T} | – | – | – | | | | | {input_gib:.1f}: does not fit with its Poisson draws |",
-                      flush=True)
-                continue
-            target = torch.full((B, 2**k), 1 / 2**k, device=DEVICE)
-            repeats = max(3, min(args.repeats, int(args.repeats * 32_000 / (T * B)) + 3))
-            step = case("fast", x, target, N, k, DEVICE)
-            step()  # warm-up: a new shape's allocations, the kernels compiled once per process
-            triton_s, triton_gib = timed_on_gpu(step, repeats)
-            del step
-            norse_s = norse_gib = None
-            if not args.no_norse:
-                step = case("norse", x, target, N, k, DEVICE)
-                norse_s, norse_gib = timed_on_gpu(step, args.norse_repeats)
-                del step
-            cpu_s = None
-            if not args.no_cpu and B <= args.cpu_max_batch:
-                x_cpu, target_cpu = x.cpu(), target.cpu()
-                step = case("fast", x_cpu, target_cpu, N, k, "cpu")
-                step()
-                cpu_s = median_seconds(step, args.cpu_repeats)
-                del step, x_cpu
-            del x
+            seconds = guarded(table_row, args, T, B)
+            if seconds is not None:
+                results[(B, T)] = seconds
             torch.cuda.empty_cache()
-            results[(B, T)] = triton_s
-
-            def cell(value, fmt="{:.4f}"):
-                return "–" if value is None else fmt.format(value)
-
-            print(f"| {B} | {T} | {cell(norse_s)} | {triton_s:.4f} | {cell(cpu_s)} "
-                  f"| {cell(norse_s and norse_s / triton_s, '{:.0f}x')} | {cell(cpu_s and cpu_s / triton_s, '{:.1f}x')} "
-                  f"| {triton_gib:.2f} | {cell(norse_gib, '{:.2f}')} | {input_gib:.2f} |", flush=True)
     return results
+
+
+def cell(value, fmt="{:.4f}"):
+    return "–" if value is None else fmt.format(value)
+
+
+def table_row(args, T, B):
+    """Measure and print one row; returns the triton backend's seconds per step (None if not run)."""
+    N, H, k = args.neurons, args.inputs, args.k
+    x = gpu_input(T, B, H)
+    input_gib = T * B * H * 4 / GIB
+    if x is None:
+        print(f"| {B} | {T} | – | – | – | | | | | {input_gib:.1f}: does not fit with its Poisson draws |", flush=True)
+        return None
+    target = torch.full((B, 2**k), 1 / 2**k, device=DEVICE)
+    repeats = max(3, min(args.repeats, int(args.repeats * 32_000 / (T * B)) + 3))
+    step = case("fast", x, target, N, k, DEVICE)
+    step()  # warm-up: a new shape's allocations, the kernels compiled once per process
+    triton_s, triton_gib = timed_on_gpu(step, repeats)
+    del step
+    norse_s = norse_gib = None
+    if not args.no_norse:
+        step = case("norse", x, target, N, k, DEVICE)
+        norse_s, norse_gib = timed_on_gpu(step, args.norse_repeats)
+        del step
+    cpu_s = None
+    if not args.no_cpu and B <= args.cpu_max_batch:
+        x_cpu, target_cpu = x.cpu(), target.cpu()
+        del x
+        cpu_s = guarded(median_seconds, case("fast", x_cpu, target_cpu, N, k, "cpu"), args.cpu_repeats, 1)
+    print(f"| {B} | {T} | {cell(norse_s)} | {triton_s:.4f} | {cell(cpu_s)} "
+          f"| {cell(norse_s and norse_s / triton_s, '{:.0f}x')} | {cell(cpu_s and cpu_s / triton_s, '{:.1f}x')} "
+          f"| {triton_gib:.2f} | {cell(norse_gib, '{:.2f}')} | {input_gib:.2f} |", flush=True)
+    return triton_s
 
 
 def breakdown(N, H, k, batches, T=1000, repeats=10):
@@ -286,6 +294,18 @@ def recipe_and_evaluation():
     return times
 
 
+def guarded(part, *args):
+    """``part(*args)``; an exception is printed with its traceback and the benchmark goes on with its
+    other parts (a GPU session has one try), returning None."""
+    try:
+        return part(*args)
+    except Exception:
+        print(f"\n{part.__name__} failed:")
+        traceback.print_exc(file=sys.stdout)
+        torch.cuda.empty_cache()
+        return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timesteps", type=int, nargs="+", default=[1000, 4000])
@@ -308,13 +328,14 @@ def main():
         print("CUDA is not available here: the GPU table needs a CUDA GPU (nothing measured).")
         return
     header()
-    first_step_and_losses(args.neurons, args.inputs, args.k)
-    steps = table(args)
+    guarded(first_step_and_losses, args.neurons, args.inputs, args.k)
+    steps = guarded(table, args) or {}
+    large = [B for B in (32, 8192) if B in args.batches]
     if not args.no_breakdown:
-        breakdown(args.neurons, args.inputs, args.k, [B for B in (32, 8192) if B in args.batches])
+        guarded(breakdown, args.neurons, args.inputs, args.k, large)
     if not args.no_sweep and args.neurons == 32:
-        sweep(args.neurons, args.inputs, args.k, [B for B in (32, 8192) if B in args.batches])
-    times = {} if args.no_recipe else recipe_and_evaluation()
+        guarded(sweep, args.neurons, args.inputs, args.k, large)
+    times = {} if args.no_recipe else guarded(recipe_and_evaluation) or {}
     measured = {
         "step, B = 32, T = 1000": steps.get((32, 1000)),
         "step, B = 8192, T = 1000": steps.get((8192, 1000)),
