@@ -117,8 +117,8 @@ def check_shapes(input_spikes, input_weights, recurrent_weights, state: LIFRefra
 
 def _parameter_tensors(p: LIFRefracParameters, dt, neurons: int):
     """(the parameters by name, as given, "") or (None, why the kernels cannot take them)."""
-    if p.lif.method not in gpu_kernels_methods():
-        return None, f"method must be one of {tuple(gpu_kernels_methods())}, got {p.lif.method!r}"
+    if p.lif.method not in _methods():
+        return None, f"method must be one of {tuple(_methods())}, got {p.lif.method!r}"
     values = {name: getattr(p.lif, name) for name in _PARAMETERS if name != "rho_reset"}
     values["rho_reset"] = p.rho_reset
     tensors = {}
@@ -140,7 +140,8 @@ def _parameter_tensors(p: LIFRefracParameters, dt, neurons: int):
     return tensors, ""
 
 
-def gpu_kernels_methods() -> dict:
+def _methods() -> dict:
+    """The surrogates the kernels implement, by name."""
     return gpu_kernels.METHODS if gpu_kernels is not None else {"tanh": 0, "heavi_erfc": 1, "super": 2}
 
 
