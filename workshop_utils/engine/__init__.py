@@ -6,8 +6,10 @@ One function, :func:`lif_refrac_sequence`, picks the backend in one place:
   reference every other backend is tested against;
 - ``"numba"`` (:mod:`.cpu`): fused forward and BPTT kernels for float32 tensors on the CPU, run on
   torch's OpenMP threads (:mod:`.parallel`);
-- ``"auto"``: the fastest backend for the tensors' device, else ``"norse"`` with a warning that
-  says why.
+- ``"triton"`` (:mod:`.gpu`): fused forward and BPTT kernels for float32 tensors on a CUDA GPU (on
+  CPU tensors only in Triton's interpreter, for the tests);
+- ``"auto"``: the fastest backend for the tensors' device ("triton" for CUDA tensors), else ``"norse"``
+  with a warning that says why.
 
 The engine knows nothing of the workshop: it never imports the teaching modules
 (``workshop_utils.neurons``, ``training`` ...), which call into it.
@@ -16,7 +18,7 @@ The engine knows nothing of the workshop: it never imports the teaching modules
 from .cpu import fast_path_available, lif_refrac_fast
 from .reference import lif_refrac_loop, step_loop
 
-BACKENDS = ("auto", "numba", "norse")
+BACKENDS = ("auto", "numba", "triton", "norse")
 
 
 def lif_refrac_sequence(input_spikes, input_weights, recurrent_weights, p, dt, state, backend: str = "auto"):
@@ -27,6 +29,10 @@ def lif_refrac_sequence(input_spikes, input_weights, recurrent_weights, p, dt, s
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "norse":
         return lif_refrac_loop(input_spikes, input_weights, recurrent_weights, p, dt, state)
+    if backend == "triton" or (backend == "auto" and input_spikes.device.type == "cuda"):
+        from .gpu import lif_refrac_gpu  # imports triton only when a GPU backend is asked for
+
+        return lif_refrac_gpu(input_spikes, input_weights, recurrent_weights, p, dt, state, fallback=backend == "auto")
     implementation = "numba" if backend == "numba" else "auto"
     return lif_refrac_fast(input_spikes, input_weights, recurrent_weights, p, dt, state, implementation)
 
