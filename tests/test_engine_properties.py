@@ -134,17 +134,28 @@ def test_a_run_continues_from_its_returned_final_state(arguments, data):
 @SETTINGS
 @given(st.lists(st.integers(1, 3000), min_size=1, max_size=12), st.integers(1, 40))
 def test_spike_lists_of_any_density_are_complete(sizes, T):
-    """The lists (one int32 per non-zero input) hold every non-zero input, whatever the density."""
-    from workshop_utils.engine import cpu
+    """The lists (one int32 per non-zero input) hold every non-zero input, whatever the density and
+    the values, and the AVX2 scan (where this CPU has AVX2) writes the same lists as the scalar one."""
+    from workshop_utils.engine import cpu, simd
 
+    scans = [cpu._spike_lists]
+    if simd.AVX2:
+        scans.append(lambda *arguments: cpu._spike_lists_avx2(*arguments, simd.permutations()))
     generator = np.random.default_rng(len(sizes) * 1000 + T)
     for H in sizes:
         x = (generator.random((T, 2, H)) < generator.random()).astype(np.float32)
-        indices = np.empty(x.size, np.int32)
-        starts, stops = np.empty((T, 2), np.int64), np.empty((T, 2), np.int64)
-        cut = T // 2
-        binary = cpu._spike_lists(x, 0, cut, indices, starts, stops) & cpu._spike_lists(x, cut, T, indices, starts, stops)
-        assert binary
-        for t in range(T):
-            for b in range(2):
-                assert np.array_equal(indices[starts[t, b]:stops[t, b]], np.flatnonzero(x[t, b]))
+        if generator.random() < 0.3:
+            x *= generator.standard_normal(x.shape).astype(np.float32)  # not 0/1
+        results = []
+        for scan in scans:
+            indices = np.full(x.size, -1, np.int32)
+            starts, stops = np.empty((T, 2), np.int64), np.empty((T, 2), np.int64)
+            cut = T // 2
+            binary = scan(x, 0, cut, indices, starts, stops) & scan(x, cut, T, indices, starts, stops)
+            words = x.view(np.uint32)  # -0.0 is listed too (it adds -0 W = ±0, which changes no sum)
+            assert binary == bool(np.all((words == 0) | (x == 1)))
+            lists = [indices[starts[t, b]:stops[t, b]].copy() for t in range(T) for b in range(2)]
+            for (t, b), listed in zip([(t, b) for t in range(T) for b in range(2)], lists):
+                assert np.array_equal(listed, np.flatnonzero(words[t, b]))
+            results.append((binary, lists))
+        assert all(result[0] == results[0][0] for result in results)

@@ -21,8 +21,9 @@ from .arguments import check_run
 from .reference import lif_refrac_loop
 
 BACKENDS = ("auto", "numba", "norse")
-# measured on the reference machine (2 cores): the workshop's training step, T = 1000, B = N = 32, H = 1024
-SLOWER = "Norse's loop is about 30 times slower at the workshop's sizes"
+# measured on the reference machine (AMD EPYC, 2 cores): wu.train(wu.ExperimentConfig()), notebook 3's training
+SLOWER = ("Norse's loop is 10 to 20 times slower: notebook 3's training (80 epochs at T = 1000, H = 1024) took "
+          "43 s instead of 4 s on a 2-core machine")
 _warned = set()  # the reasons already reported, so that a training loop warns once
 
 

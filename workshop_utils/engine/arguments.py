@@ -38,10 +38,10 @@ def _require_tensor(name: str, value, dims: int, expected: str) -> torch.Tensor:
 
 
 def _broadcasts_to(shape, target) -> bool:
-    try:
-        return tuple(torch.broadcast_shapes(tuple(shape), tuple(target))) == tuple(target)
-    except RuntimeError:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without changing it (torch's rules)."""
+    if len(shape) > len(target):
         return False
+    return all(size in (1, wanted) for size, wanted in zip(reversed(tuple(shape)), reversed(tuple(target))))
 
 
 def neuron_parameters(p: LIFRefracParameters, dt) -> Dict[str, object]:

@@ -1,4 +1,4 @@
-r"""The CPU backend: Norse's ``lif_refrac_step`` iterated over T steps, and its BPTT, in two numba kernels.
+r"""The CPU backend: Norse's ``lif_refrac_step`` iterated over T steps, and its BPTT, in numba kernels.
 
 Per chain b, neuron n and step t (Norse's float32 operations, in Norse's order; a = dt tau_mem_inv and
 c = -dt tau_syn_inv as Norse computes them; every parameter may differ per neuron and chain):
@@ -21,21 +21,24 @@ of torch's ``linear`` (MKL's, which depends on the CPU), so voltages differ from
 rounding, and a neuron whose voltage lands within that rounding of its threshold may spike in one and
 not the other (``tests/equivalence.py`` checks that such flips happen only there).
 
-**The kernels.** :func:`_forward` first lists, per step and chain, the inputs that are not zero
-(:func:`_spike_lists`; the input is read once, and the lists serve the backward pass too), then
-iterates the step, adding one weight row per listed input. :func:`_backward` runs BPTT: the adjoint
-dj of every step's current jump, then ``dW_in += dj x^T`` and ``dW_rec += dj z^T`` over the listed
-inputs and the previous step's spikes. Its surrogate gradients are Norse 1.1.0's ("tanh",
-"heavi_erfc", "super") wherever Norse applies Theta: the spike threshold, the refractory mask
-Theta(rho) (also where rho < 0) and the readout Theta(rho'); the voltage reset uses the detached
-spike, relu has gradient 0 at 0, and the recurrent-weight gradient has a zero diagonal (no autapses).
-Gradients reach the input spikes, the weights, the initial state and, through the final state, an
-earlier run.
+**The kernels.** A call runs three of them, each on torch's own OpenMP threads (:mod:`.parallel`):
+
+1. :func:`_spike_lists` lists, per step and chain, the inputs that are not zero (the input, up to
+   T x B x H floats, is read once, in memory order, split into blocks of steps);
+2. :func:`_forward` iterates the step for a range of chains, adding one weight row per listed input
+   and per spike of the previous step (:func:`_add_rows`, eight lanes at a time, :mod:`.simd`);
+3. :func:`_backward` runs BPTT, the adjoint dj of every step's current jump, and sums the weight
+   gradients ``dW_in = sum dj x^T`` and ``dW_rec = sum dj z^T`` over the listed inputs and spikes.
+   Its surrogate gradients are Norse 1.1.0's ("tanh", "heavi_erfc", "super") wherever Norse applies
+   Theta: the spike threshold, the refractory mask Theta(rho) (also where rho < 0) and the readout
+   Theta(rho'). The voltage reset uses the detached spike, relu has gradient 0 at 0, and the
+   recurrent-weight gradient has a zero diagonal (no autapses). Gradients reach the input, the
+   weights, the initial state and, through the final state, an earlier run.
 
 **Threads.** The batch is cut into at most :data:`GROUPS` groups of consecutive chains, however many
-threads run them (on torch's own OpenMP threads, :mod:`.parallel`); each group sums its own weight
-gradients, and the groups' sums are added in group order. So the same input gives the same numbers
-at any thread count.
+threads run them; each group sums its own weight gradients (in the order t = T - 1, ..., 0, then
+chain by chain), and the groups' sums are added in group order. Everything else is computed per step
+and chain. So the same input gives bit for bit the same numbers at any thread count.
 """
 
 import functools
@@ -59,6 +62,7 @@ GROUPS = 16  # the batch splits into at most this many gradient groups (and runs
 # rows of the parameter array [7, B, N] and of the state array [4, B, N]
 A, C, V_LEAK, V_TH, V_RESET, RHO_RESET, ALPHA = range(7)
 Z, V, I, RHO = range(4)
+_PERMUTATIONS = simd.permutations()  # for the AVX2 scan
 _BUFFERS = BufferPool()  # the spike lists: up to T * B * H indices, reused once no run refers to them
 
 
@@ -112,6 +116,33 @@ def _spike_lists(x, t0, t1, indices, starts, stops):
     return ones == q
 
 
+@jit
+def _spike_lists_avx2(x, t0, t1, indices, starts, stops, table):
+    """:func:`_spike_lists`, 8 inputs at a time (:func:`simd.compress8`, ``table`` = its permutations);
+    the same lists."""
+    T, B, H = x.shape
+    offset = t0 * B * H
+    bits = x[t0:t1].reshape(-1).view(np.uint32)
+    listed = indices[offset:]
+    whole = H - H % 8  # inputs h < whole 8 at a time; each block writes only where its own inputs have room
+    q = 0
+    ones = 0
+    for t in range(t1 - t0):
+        for b in range(B):
+            row = (t * B + b) * H
+            starts[t0 + t, b] = offset + q
+            for h in range(0, whole, 8):
+                count, count_ones = simd.compress8(bits, row + h, listed, q, h, table)
+                q += count
+                ones += count_ones
+            for h in range(whole, H):
+                listed[q] = h
+                q += bits[row + h] != 0
+                ones += bits[row + h] == np.uint32(0x3F800000)
+            stops[t0 + t, b] = offset + q
+    return ones == q
+
+
 @functools.partial(jit, inline=True)
 def _add_rows(y, i, x, rows, start, stop, scale, scaled):
     """y[i] += s_r x[r] for r = rows[start], ..., rows[stop - 1], added to y[i] one after the other;
@@ -123,16 +154,14 @@ def _add_rows(y, i, x, rows, start, stop, scale, scaled):
     while q + 4 <= stop:  # four rows per pass over y[i]: fewer loads and stores of it
         r0, r1, r2, r3 = rows[q], rows[q + 1], rows[q + 2], rows[q + 3]
         s0, s1, s2, s3 = (scale[r0], scale[r1], scale[r2], scale[r3]) if scaled else (one, one, one, one)
-        for n in range(0, vectors, simd.WIDTH):
-            simd.add4(y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, n)
+        simd.add4(y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, vectors)
         for n in range(vectors, N):
             y[i, n] = (((y[i, n] + s0 * x[r0, n]) + s1 * x[r1, n]) + s2 * x[r2, n]) + s3 * x[r3, n]
         q += 4
     for q in range(q, stop):
         r = rows[q]
         s = scale[r] if scaled else one
-        for n in range(0, vectors, simd.WIDTH):
-            simd.add1(y, i, x, r, s, n)
+        simd.add1(y, i, x, r, s, vectors)
         for n in range(vectors, N):
             y[i, n] += s * x[r, n]
 
@@ -145,8 +174,7 @@ def _add_to_rows(y, rows, start, stop, scale, scaled, x, i):
     for q in range(start, stop):
         r = rows[q]
         s = scale[r] if scaled else np.float32(1.0)
-        for n in range(0, vectors, simd.WIDTH):
-            simd.add1(y, r, x, i, s, n)
+        simd.add1(y, r, x, i, s, vectors)
         for n in range(vectors, N):
             y[r, n] += s * x[i, n]
 
@@ -363,7 +391,10 @@ class _LIFRefracNumba(torch.autograd.Function):
         state0 = np.stack([_float32_array(field, (B, N)) for field in (z0, v0, i0, rho0)])
         indices = _BUFFERS.empty((T * B * H,), np.int32)  # pages never written cost no memory
         starts, stops = np.empty((T, B), np.int64), np.empty((T, B), np.int64)
-        binary = all(in_parallel([(_spike_lists, (x, t0, t1, indices, starts, stops)) for t0, t1 in _workers(T)]))
+        lists = (indices, starts, stops)
+        scans = [(_spike_lists_avx2, (x, t0, t1, *lists, _PERMUTATIONS)) if simd.AVX2 else
+                 (_spike_lists, (x, t0, t1, *lists)) for t0, t1 in _workers(T)]  # the same lists either way
+        binary = all(in_parallel(scans))
         spikes, rho, refractory, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(5))
         i_final = torch.empty(B, N)
         records = [tensor.numpy() for tensor in (spikes, rho, refractory, voltages, v_decayed, i_final)]
