@@ -1,7 +1,10 @@
 """Reused memory for the CPU backend's largest array, the spike lists (up to T x B x H indices).
 
 Fresh memory costs a page fault per 4 KiB on first write, and memory this large goes back to the
-operating system when it is freed, so every call would pay the faults again. A :class:`BufferPool`
+operating system when it is freed, so every call would pay the faults again: at T = 1000, B = 32,
+H = 1024 and 0.3 spikes per step and input, writing the lists into fresh memory took 29 ms more than
+into reused memory with 4 KiB pages (9,600 faults), 4.6 ms more with transparent huge pages (AMD
+EPYC, one thread; 3.3 ms and 0.6 ms at the workshop's 0.03 spikes). A :class:`BufferPool`
 keeps the blocks. It hands a block out as an array whose base is a *lease*; every view of the array,
 every torch tensor made from it and every autograd graph that saves one keeps the lease alive, and
 only when the last of them is gone does a weakref finalizer return the block to the pool. A block is
