@@ -125,7 +125,6 @@ def test_refractory_reset_of_any_sign(rho_reset):
     w_in, w_rec = network(32, 8, 21)
     x = poisson_input(0.3, 200, 4, 32, torch.Generator().manual_seed(21))
     result = compare_gradients("numba", x, w_in, w_rec, p, 1e-3, state_of(4, 8, rho=-0.5), every_output)
-    assert result.comparison.compared_steps == result.comparison.total_steps or result.kept > 0
     assert_gradients_close(result)
 
 

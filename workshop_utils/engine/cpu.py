@@ -249,10 +249,11 @@ def _backward(g0, g1, bounds, x, indices, starts, stops, binary, w_rec, z_rec, r
     lz = np.empty((1, N), np.float32)
     spiking = np.empty(N, np.int64)  # the neurons k with z_k != 0 at the previous step, and z
     z_prev = np.empty(N, np.float32)
+    sigma_new, sigma_spike = np.empty(N, np.float32), np.empty(N, np.float32)  # surrogates of Theta(rho'), z~
     lv = np.zeros((b1 - b0, N), np.float32)
     lrho = np.zeros((b1 - b0, N), np.float32)
     li = g_final[1, b0:b1].copy()
-    sigma_rho = np.empty((b1 - b0, N), np.float32)  # the surrogate of Theta(rho') at step t
+    sigma_rho = np.empty((b1 - b0, N), np.float32)  # the surrogate of Theta(rho') at step t, kept for t - 1
     for l in range(b1 - b0):
         for n in range(N):
             sigma_rho[l, n] = _surrogate(rho_rec[T - 1, b0 + l, n], method, params[ALPHA, b0 + l, n])
@@ -265,17 +266,20 @@ def _backward(g0, g1, bounds, x, indices, starts, stops, binary, w_rec, z_rec, r
                 else:
                     lz[:] = zero
                     _add_rows(lz, 0, w_rec, neurons, 0, N, dj[t + 1, b], True)  # W_rec^T dj_{t+1}
-                for n in range(N):
+                for n in range(N):  # the surrogates, in a loop of their own: branches, tanh or exp near 0 only
                     alpha = params[ALPHA, b, n]
+                    rho_prev = state0[RHO, b, n] if t == 0 else rho_rec[t - 1, b, n]
+                    sigma_new[n] = sigma_rho[l, n]  # of Theta(rho') at step t
+                    sigma_rho[l, n] = _surrogate(rho_prev, method, alpha)  # of Theta(rho), step t - 1's rho'
+                    threshold = vd_rec[t, b, n] - params[V_TH, b, n]
+                    sigma_spike[n] = zero if rho_prev > zero else _surrogate(threshold, method, alpha)
+                for n in range(N):
                     rho_prev = state0[RHO, b, n] if t == 0 else rho_rec[t - 1, b, n]
                     v_prev = state0[V, b, n] if t == 0 else v_rec[t - 1, b, n]
                     v_decayed = vd_rec[t, b, n]
-                    sigma_rho_new = sigma_rho[l, n]
-                    sigma_rho_old = _surrogate(rho_prev, method, alpha)
-                    sigma_rho[l, n] = sigma_rho_old  # step t - 1's rho'
                     lv_n = lv[l, n] + (g_v[t, b, n] if given[2] else zero)
                     lrho_n = lrho[l, n] + (g_rho[t, b, n] if given[0] else zero)
-                    lrho_n += g_ref[t, b, n] * sigma_rho_new if given[1] else zero  # the readout Theta(rho')
+                    lrho_n += g_ref[t, b, n] * sigma_new[n] if given[1] else zero  # the readout Theta(rho')
                     refractory = rho_prev > zero  # m
                     fired = v_decayed - params[V_TH, b, n] > zero  # z~
                     # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
@@ -286,11 +290,9 @@ def _backward(g0, g1, bounds, x, indices, starts, stops, binary, w_rec, z_rec, r
                     d_m = -d_rho_in - (lz_n if fired else zero)
                     v_lif = params[V_RESET, b, n] if fired else v_decayed
                     d_m += lv_n * (v_prev - v_lif)
-                    d_vd = zero if (refractory or fired) else lv_n
-                    if not refractory:
-                        d_vd += lz_n * _surrogate(v_decayed - params[V_TH, b, n], method, alpha)
+                    d_vd = (zero if (refractory or fired) else lv_n) + lz_n * sigma_spike[n]
                     # m = Theta(rho);  v~ = v + a ((v_leak - v) + j);  i' = j + c j
-                    lrho[l, n] = d_rho_in + d_m * sigma_rho_old
+                    lrho[l, n] = d_rho_in + d_m * sigma_rho[l, n]
                     dj[t, b, n] = li[l, n] + params[C, b, n] * li[l, n] + params[A, b, n] * d_vd
                     lv[l, n] = (lv_n if refractory else zero) + d_vd - params[A, b, n] * d_vd
                     li[l, n] = dj[t, b, n]
