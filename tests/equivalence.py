@@ -8,6 +8,10 @@ may spike in one run and not in the other; from there on that chain's trajectory
 comparison below finds each chain's first flip, checks that it happened at threshold (the
 non-spiking run's voltage, which is then the decayed voltage, lies within ``flip_tolerance`` of
 ``v_th``), compares everything before it, and reports it.
+
+Chains are independent (the batch is never mixed), so a weight gradient can still be compared on
+the chains that did not flip: :func:`unflipped` gives them, and a loss summed over them alone has
+the same gradient in both runs up to float rounding.
 """
 
 from typing import NamedTuple, Sequence
@@ -39,12 +43,13 @@ def compare_runs(ours: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]
 
     Before each chain's first flip: spikes and refractory counters identical, voltages within
     ``voltage_tolerance``. At the flip: every neuron that flipped was at threshold (see the module
-    docstring). ``v_th`` is a number or a per-neuron ``[N]`` tensor. Raises AssertionError otherwise.
+    docstring). ``v_th`` is a number or a tensor that broadcasts to ``[B, N]`` (per neuron: ``[N]``).
+    Raises AssertionError otherwise.
     """
     spikes, rho, voltages = (tensor.detach().cpu() for tensor in ours)
     spikes_ref, rho_ref, voltages_ref = (tensor.detach().cpu() for tensor in reference)
     T, B, N = spikes.shape
-    v_th = torch.as_tensor(v_th, dtype=voltages.dtype).expand(N)
+    v_th = torch.as_tensor(v_th, dtype=voltages.dtype).detach().cpu().expand(B, N)
     flip_at = first_flips(spikes, spikes_ref)
     flips = []
     for b in range(B):
@@ -59,7 +64,7 @@ def compare_runs(ours: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]
         if t < T:
             for n in (spikes[t, b] != spikes_ref[t, b]).nonzero().flatten().tolist():
                 quiet = voltages[t, b, n] if spikes[t, b, n] == 0 else voltages_ref[t, b, n]
-                distance = abs(float(quiet) - float(v_th[n]))
+                distance = abs(float(quiet) - float(v_th[b, n]))
                 assert distance <= flip_tolerance, (
                     f"chain {b}, neuron {n} spikes in one run only at t = {t}, {distance:.3g} from threshold: "
                     "not a rounding flip")
@@ -69,3 +74,64 @@ def compare_runs(ours: Sequence[torch.Tensor], reference: Sequence[torch.Tensor]
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
     return float((value - reference).norm() / reference.norm())
+
+
+def unflipped(comparison: Comparison, batch_size: int) -> torch.Tensor:
+    """``[B]`` bool: the chains in which no spike flipped."""
+    keep = torch.ones(batch_size, dtype=torch.bool)
+    for _, b, _, _ in comparison.flips:
+        keep[b] = False
+    return keep
+
+
+def gradient_error(value, reference) -> float:
+    """||value - reference|| / ||reference|| (0 if both are zero, inf if only the reference is)."""
+    if value is None or reference is None:
+        return 0.0 if value is None and reference is None else float("inf")
+    difference = float((value - reference).norm())
+    scale = float(reference.norm())
+    return difference / scale if scale > 0 else (0.0 if difference == 0 else float("inf"))
+
+
+class Gradients(NamedTuple):
+    comparison: Comparison
+    ours: dict  # name -> gradient (None where none arrived)
+    reference: dict
+    kept: int  # chains whose loss was back-propagated: those without a flip
+
+
+def compare_gradients(backend, input_spikes, input_weights, recurrent_weights, p, dt, state, chain_loss,
+                      reference="norse") -> Gradients:
+    """Run ``backend`` and ``reference`` on the same arguments from fresh copies of every tensor that
+    requires grad, compare their runs (:func:`compare_runs`) and back-propagate ``chain_loss(rho,
+    refractory, voltages, final_state)`` (one value per chain, ``[B]``) summed over the chains that
+    did not flip. Returns both sets of gradients: of the weights, the input and the state fields."""
+    from workshop_utils.engine import lif_refrac_sequence
+    from norse.torch.functional.lif import LIFState
+    from norse.torch.functional.lif_refrac import LIFRefracState
+
+    def fresh(tensor):
+        return tensor.detach().clone().requires_grad_(True) if tensor.requires_grad else tensor
+
+    runs, leaves = [], []
+    for name in (backend, reference):
+        tensors = dict(input_spikes=fresh(input_spikes), input_weights=fresh(input_weights),
+                       recurrent_weights=fresh(recurrent_weights), z=fresh(state.lif.z), v=fresh(state.lif.v),
+                       i=fresh(state.lif.i), rho=fresh(state.rho))
+        run_state = LIFRefracState(LIFState(tensors["z"], tensors["v"], tensors["i"]), tensors["rho"])
+        runs.append(lif_refrac_sequence(tensors["input_spikes"], tensors["input_weights"],
+                                        tensors["recurrent_weights"], p, dt, run_state, backend=name))
+        leaves.append(tensors)
+    (spikes, rho, refractory, voltages, final), (spikes_ref, rho_ref, refractory_ref, voltages_ref, final_ref) = runs
+    comparison = compare_runs((spikes, rho, voltages), (spikes_ref, rho_ref, voltages_ref), p.lif.v_th)
+    keep = unflipped(comparison, spikes.shape[1])
+    grads = []
+    for (_, rho_b, refractory_b, voltages_b, final_b), tensors in zip(runs, leaves):
+        loss = (chain_loss(rho_b, refractory_b, voltages_b, final_b) * keep).sum()
+        wanted = {name: tensor for name, tensor in tensors.items() if tensor.requires_grad}
+        if loss.requires_grad and wanted:
+            values = torch.autograd.grad(loss, list(wanted.values()), allow_unused=True)
+        else:
+            values = [None] * len(wanted)
+        grads.append(dict(zip(wanted, values)))
+    return Gradients(comparison, grads[0], grads[1], int(keep.sum()))

@@ -108,9 +108,14 @@ def every_output_loss(spikes, rho, refractory, voltages, final):
             + 0.1 * final.lif.v.mean() + 0.1 * final.lif.i.mean() + 0.1 * final.lif.z.mean() + 0.01 * final.rho.mean())
 
 
+def triton(input_spikes, input_weights, recurrent_weights, p, dt, state):
+    """The triton backend through the engine's entry point, which checks every argument first."""
+    return engine.lif_refrac_sequence(input_spikes, input_weights, recurrent_weights, p, dt, state, backend="triton")
+
+
 def run(simulate, x, w_in, w_rec, p, state, loss=every_output_loss, dt=1e-3):
     """(spikes, rho, voltages) and the gradients of ``loss`` w.r.t. the weights and every state
-    field that requires one, of ``simulate`` (gpu.lif_refrac_gpu or reference.lif_refrac_loop)."""
+    field that requires one, of ``simulate`` (:func:`triton` or reference.lif_refrac_loop)."""
     spikes, rho, refractory, voltages, final = simulate(x, w_in, w_rec, p, dt, state)
     leaves = {"w_in": w_in, "w_rec": w_rec}
     leaves.update({name: value for name, value in zip(("z0", "v0", "i0", "rho0"),
@@ -133,7 +138,7 @@ def assert_equivalent(x, w_in, w_rec, p, state, loss=every_output_loss, dt=1e-3,
     relative. A chain that flips follows another trajectory from there on, so the gradients are
     compared on the chains that did not flip: both run again on those (a new batch size may sum in
     another order and flip another chain, which is then left out too; at least half remain)."""
-    ours = gpu.lif_refrac_gpu if ours is None else ours
+    ours = triton if ours is None else ours
     keep = list(range(x.shape[1]))
     while True:
         ours_out, gradients, _ = run(ours, x[:, keep], w_in, w_rec, p, chains(state, keep), loss, dt)
@@ -241,7 +246,7 @@ def test_continuing_from_the_final_state():
     both, against Norse's loop run in the same two pieces."""
     x, w_in, w_rec = problem(5, 70, 6, 12, 30)
     assert_equivalent(x, w_in, w_rec, parameters("tanh"), arbitrary_state(6, 12, 5),
-                      ours=in_two_pieces(gpu.lif_refrac_gpu), theirs=in_two_pieces(reference.lif_refrac_loop))
+                      ours=in_two_pieces(triton), theirs=in_two_pieces(reference.lif_refrac_loop))
 
 
 def test_recurrent_product_in_chunks(monkeypatch):
@@ -259,9 +264,9 @@ def test_without_a_graph_the_same_run_without_the_backward_record():
     graph is kept; the outputs are the same bits."""
     x, w_in, w_rec = problem(7, 40, 5, 12, 30)
     p, state = parameters(), initial_state(5, 12)
-    with_graph = gpu.lif_refrac_gpu(x, w_in, w_rec, p, 1e-3, state)
+    with_graph = triton(x, w_in, w_rec, p, 1e-3, state)
     with torch.no_grad():
-        without = gpu.lif_refrac_gpu(x, w_in, w_rec, p, 1e-3, state)
+        without = triton(x, w_in, w_rec, p, 1e-3, state)
     assert with_graph[2].grad_fn is not None and without[2].grad_fn is None
     for a, b in zip(with_graph[:4], without[:4]):
         assert torch.equal(a, b)
@@ -287,17 +292,12 @@ def test_outputs_are_shaped_like_norses():
     (dict(method="triangle"), "method"),
 ])
 def test_refuses_parameters_it_does_not_implement(change, name):
-    """Explicitly asked for, the backend refuses with the parameter's name; "auto" (fallback) warns
-    once with the same reason and runs Norse's loop, which does implement them."""
+    """Asked for by name, the backend refuses with the parameter's name (on CUDA tensors "auto" then
+    warns once with the same reason and runs Norse's loop: see the CUDA test of the fallback)."""
     x, w_in, w_rec = problem(9, 6, 3, 5, 7)
     p = parameters(**change)
     with pytest.raises(ValueError, match=name):
         engine.lif_refrac_sequence(x, w_in, w_rec, p, 1e-3, initial_state(3, 5), backend="triton")
-    gpu._warned.clear()
-    with pytest.warns(RuntimeWarning, match=name):
-        ours = gpu.lif_refrac_gpu(x, w_in, w_rec, p, 1e-3, initial_state(3, 5), fallback=True)
-    theirs = reference.lif_refrac_loop(x, w_in, w_rec, p, 1e-3, initial_state(3, 5))
-    assert torch.equal(ours[3], theirs[3])
 
 
 def test_refuses_shapes_before_any_kernel_runs():
@@ -309,19 +309,19 @@ def test_refuses_shapes_before_any_kernel_runs():
         ((x, w_in[:, :6], w_rec, state), "input_weights"),
         ((x, w_in, w_rec[:4], state), "recurrent_weights"),
         ((x, w_in, w_rec, state._replace(rho=state.rho[:2])), "state.rho"),
-        ((x, w_in, w_rec, state._replace(lif=state.lif._replace(v=state.lif.v[0]))), "state.lif.v"),
+        ((x, w_in, w_rec, state._replace(lif=state.lif._replace(v=state.lif.v[:, :2]))), "state.lif.v"),
         ((x[:, :0], w_in, w_rec, initial_state(0, 5)), "input_spikes"),
     ]
     for (inputs, name) in cases:
         with pytest.raises(ValueError, match=name.replace(".", r"\.")):
-            gpu.lif_refrac_gpu(*inputs[:3], parameters(), 1e-3, inputs[3], fallback=True)
+            triton(*inputs[:3], parameters(), 1e-3, inputs[3])
     with pytest.raises(ValueError, match="float32"):
-        gpu.lif_refrac_gpu(x.double(), w_in.double(), w_rec.double(), parameters(), 1e-3,
-                           LIFRefracState(LIFState(*(f.double() for f in state.lif)), state.rho.double()))
+        triton(x.double(), w_in.double(), w_rec.double(), parameters(), 1e-3,
+               LIFRefracState(LIFState(*(f.double() for f in state.lif)), state.rho.double()))
     with pytest.raises(ValueError, match=f"at most {gpu.MAX_NEURONS}"):
         N = gpu.MAX_NEURONS + 1
-        gpu.lif_refrac_gpu(x[:, :, :1], torch.zeros(N, 1, device=DEVICE), torch.zeros(N, N, device=DEVICE),
-                           parameters(), 1e-3, initial_state(3, N))
+        triton(x[:, :, :1], torch.zeros(N, 1, device=DEVICE), torch.zeros(N, N, device=DEVICE),
+               parameters(), 1e-3, initial_state(3, N))
 
 
 COMPILE_FOR_HOPPER = textwrap.dedent("""
@@ -391,7 +391,7 @@ def test_the_model_trains_and_evaluates_on_cuda_with_the_triton_backend():
 def test_auto_falls_back_to_norse_with_a_warning_when_triton_cannot_run(monkeypatch):
     x, w_in, w_rec = problem(12, 20, 4, 8, 16)
     monkeypatch.setattr(gpu, "_IMPORT_PROBLEM", "triton cannot be imported (simulated)")
-    gpu._warned.clear()
+    engine._warned.clear()
     with pytest.warns(RuntimeWarning, match="simulated"):
         ours = engine.lif_refrac_sequence(x, w_in, w_rec, parameters(), 1e-3, initial_state(4, 8))
     theirs = reference.lif_refrac_loop(x, w_in, w_rec, parameters(), 1e-3, initial_state(4, 8))

@@ -71,7 +71,8 @@ class RefractoryLIFNetwork(torch.nn.Module):
     end in ``input_weights`` and ``recurrent_weights``.
 
     ``backend="fast"`` runs the fastest engine for the device (:mod:`workshop_utils.engine`: fused
-    kernels on the CPU), which computes what ``backend="norse"``, Norse's step looped over time, does.
+    kernels on the CPU), which computes what ``backend="norse"``, Norse's step looped over time, does,
+    up to float rounding (the two add the inputs in different orders).
 
     The initial weights are drawn from ``generator`` (a CPU ``torch.Generator``) as Norse draws them
     from torch's global generator, which is used when ``generator`` is None: ``torch.manual_seed(s)``
@@ -116,7 +117,9 @@ class RefractoryLIFNetwork(torch.nn.Module):
     def trace(self, input_spikes: torch.Tensor, state: Optional[LIFRefracState] = None) -> NetworkTrace:
         """Simulate ``[T, B, H]`` input spikes from ``state`` (default: :meth:`initial_state`).
 
-        Every recorded field of the result is ``[T, B, N]``; ``final_state`` continues the run.
+        Every recorded field of the result is ``[T, B, N]``; ``final_state`` continues the run (and
+        carries gradients back into it). A ``state`` whose fields are neither ``[B, N]`` nor broadcast
+        to it (a state of one chain serves every chain, as in Norse) raises a ``ValueError``.
         """
         require_shape("input_spikes", input_spikes, ("T", "B", self.input_features))
         if input_spikes.shape[0] < 1 or input_spikes.shape[1] < 1:

@@ -1,572 +1,495 @@
-r"""A fused forward and BPTT backward pass of Norse's ``lif_refrac_step`` iterated over time.
+r"""The CPU backend: Norse's ``lif_refrac_step`` iterated over T steps, and its BPTT, in numba kernels.
 
-The equations are those of Norse's ``lif_refrac_step`` (see :mod:`workshop_utils.neurons`). From a given
-state (the network's initial one: z = i = rho = 0, v = 0.9), :func:`lif_refrac_fast` returns the
-state after every step and computes the same numbers as calling Norse's ``lif_refrac_step`` T times,
-in two numba kernels, each run on batch blocks in parallel, on torch's own OpenMP threads
-(:mod:`.parallel`), writing into reused memory (:mod:`.buffers`):
+Per chain b, neuron n and step t (Norse's float32 operations, in Norse's order; a = dt tau_mem_inv and
+c = -dt tau_syn_inv as Norse computes them; every parameter may differ per neuron and chain):
 
-1. the forward recurrence, in Norse's float32 operation order (``i + linear(x, W_in) + linear(z,
-   W_rec)`` etc.). Input and recurrent spikes are 0/1 and sparse, so each ``linear`` is a sum of
-   the weight columns of the inputs that spiked; the kernel adds them in the order in which torch's
-   ``linear`` (MKL) does for that shape, found once per shape by :func:`_summation_chunk`. Then the
-   voltages are bit-identical to Norse's. Where no order matches (e.g. B = 1, H = 300) the input currents
-   come from one batched torch matmul (the same rows as per-step ``linear`` for the shapes tested)
-   and the recurrent sum may differ from Norse's by an ulp, which can, rarely, flip a spike;
-2. BPTT, which computes the adjoint ``dj`` of every step's current jump and sums the weight
-   gradients ``dW_in = sum dj x^T`` and ``dW_rec = sum dj_t z_{t-1}^T`` over the spikes only.
+.. math::
+    \begin{align*}
+        j &= (i + I_\text{in}) + I_\text{rec}, \qquad
+        I_\text{in} = \sum_{h:\, x_h \neq 0} x_h W_\text{in}[n, h], \qquad
+        I_\text{rec} = \sum_{k:\, z_k \neq 0} z_k W_\text{rec}[n, k] \\
+        \tilde v &= v + a\,((v_\text{leak} - v) + j), \qquad i' = j + c\,j \\
+        \tilde z &= \Theta(\tilde v - v_\text{th}), \qquad m = \Theta(\rho) \\
+        z' &= (1 - m)\,\tilde z, \qquad v' = (1 - m)\,[(1 - \tilde z)\,\tilde v + \tilde z\,v_\text{reset}] + m\,v, \qquad
+        \rho' = (1 - z')\max(\rho - m, 0) + z'\rho_\text{reset}
+    \end{align*}
 
-The backward pass is that of autograd through Norse's step: the surrogate ``p.lif.method`` (Norse
-1.1.0's "tanh", "heavi_erfc" or "super") replaces Theta in the spike threshold and in the refractory
-mask Theta(rho), the voltage reset uses the detached spike, relu has zero gradient at 0, and the
-recurrent-weight gradient has a zero diagonal (no autapses), as Norse's autapse hook makes it.
+**The sums.** Both currents are sums over the non-zero inputs in ascending order (h, k = 0, 1, ...),
+added one after the other to 0. Zeros are skipped: with finite weights, adding x_h W = ±0 never
+changes a float sum. That is one fixed order on every CPU and at every thread count, but not the order
+of torch's ``linear`` (MKL's, which depends on the CPU), so voltages differ from Norse's loop by float
+rounding, and a neuron whose voltage lands within that rounding of its threshold may spike in one and
+not the other (``tests/equivalence.py`` checks that such flips happen only there).
 
-Without numba, with tensors not float32 on the CPU, or with ``implementation="torch"``, the same
-function loops Norse's ``lif_refrac_step`` instead (and warns once per reason when it had to).
+**The kernels.** A call runs three of them, each on torch's own OpenMP threads (:mod:`.parallel`):
+
+1. :func:`_spike_lists` lists, per step and chain, the inputs that are not zero (the input, up to
+   T x B x H floats, is read once, in memory order, split into blocks of steps);
+2. :func:`_forward` iterates the step for a range of chains, adding one weight row per listed input
+   and per spike of the previous step (:func:`_add_rows`, eight lanes at a time, :mod:`.simd`);
+3. :func:`_backward` runs BPTT, the adjoint dj of every step's current jump, and sums the weight
+   gradients ``dW_in = sum dj x^T`` and ``dW_rec = sum dj z^T`` over the listed inputs and spikes.
+   Its surrogate gradients are Norse 1.1.0's ("tanh", "heavi_erfc", "super") wherever Norse applies
+   Theta: the spike threshold, the refractory mask Theta(rho) (also where rho < 0) and the readout
+   Theta(rho'). The voltage reset uses the detached spike, relu has gradient 0 at 0, and the
+   recurrent-weight gradient has a zero diagonal (no autapses). Gradients reach the input, the
+   weights, the initial state and, through the final state, an earlier run.
+
+**Threads.** The batch is cut into at most :data:`GROUPS` groups of consecutive chains, however many
+threads run them; each group sums its own weight gradients (in the order t = T - 1, ..., 0, then
+chain by chain), and the groups' sums are added in group order. Everything else is computed per step
+and chain. So the same input gives bit for bit the same numbers at any thread count.
 """
 
 import functools
 import math
-import warnings
-from typing import Tuple
 
 import numpy as np
 import torch
 from norse.torch.functional.lif import LIFState
 from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState
 
+from . import jit as compiler
+from . import simd
+from .arguments import Problem, neuron_parameters
 from .buffers import BufferPool
+from .jit import jit
 from .parallel import in_parallel
-from .reference import lif_refrac_loop
 
-try:
-    import numba
-
-    _NUMBA_PROBLEM = ""
-except Exception as error:  # ImportError, or a numba that does not support this numpy
-    numba = None
-    _NUMBA_PROBLEM = f"numba cannot be imported: {error}"
-
-IMPLEMENTATIONS = ("auto", "numba", "torch")
-_METHOD_CODES = {"tanh": 0, "heavi_erfc": 1, "super": 2}
-_warned = set()  # reasons already reported, so that a training loop warns once
-_BUFFERS = BufferPool()  # the [T, B, N] records and spike lists, reused once no tensor refers to them
-
-
-def _warn_once(reason: str, fallback: bool = True) -> None:
-    if reason not in _warned:
-        _warned.add(reason)
-        action = "using the plain PyTorch loop: " if fallback else ""
-        warnings.warn(f"lif_refrac_fast: {action}{reason}", RuntimeWarning, stacklevel=3)
+METHODS = {"tanh": 0, "heavi_erfc": 1, "super": 2}  # Norse's surrogates that the kernels differentiate
+GROUPS = 16  # the batch splits into at most this many gradient groups (and runs on at most as many threads)
+# rows of the parameter array [7, B, N] and of the state array [4, B, N]
+A, C, V_LEAK, V_TH, V_RESET, RHO_RESET, ALPHA = range(7)
+Z, V, I, RHO = range(4)
+_PERMUTATIONS = simd.permutations()  # for the AVX2 scan
+_BUFFERS = BufferPool()  # the spike lists: up to T * B * H indices, reused once no run refers to them
 
 
 # ---------------------------------------------------------------------------------------------------
-# numba kernels, compiled lazily on first use (or loaded from numba's on-disk cache). Every constant
-# is float32 so that no operation is promoted to float64; fastmath is off, so there is no FMA either.
+# kernels (float32 throughout: every constant is float32, so nothing is promoted to float64)
 
 
-def _njit_inline(function):
-    return numba.njit(cache=True, error_model="numpy", inline="always")(function) if numba is not None else function
-
-
-def _njit(function):
-    # nogil: the batch blocks run in Python threads, which compiles far faster than numba's parallel=True
-    return numba.njit(cache=True, error_model="numpy", nogil=True)(function) if numba is not None else function
-
-
-@_njit_inline
-def _cutoff(method):
-    """|alpha x| beyond which Norse's float32 surrogate of ``method`` is exactly 0 (inf: none)."""
-    if method == 0:  # "tanh": tanhf(y) rounds to 1 for |y| > 9.1
-        return np.float32(9.5)
-    if method == 1:  # "heavi_erfc": exp(-y^2) underflows to 0 in float32
-        return np.float32(10.5)
-    return np.float32(np.inf)
-
-
-@_njit_inline
+@functools.partial(jit, inline=True)
 def _surrogate(x, method, alpha):
-    """Norse 1.1.0's backward of Theta at x (float32); exactly 0 where Norse's float32 value is 0."""
-    if method == 2:  # "super": ignores alpha
+    """Norse 1.1.0's backward of Theta at x: tanh: 1 - tanh(alpha x)^2; heavi_erfc: 2 exp(-(alpha
+    x)^2) / sqrt(pi); super: 1 / (|x| + 1)^2 (no alpha). Exactly 0 where Norse's float32 value is 0
+    (tanhf rounds to 1 beyond |alpha x| = 9.1, expf(-y^2) underflows beyond 10.4)."""
+    if method == 2:
         d = abs(x) + np.float32(1.0)
         return np.float32(1.0) / (d * d)
+    if x == np.float32(0.0):  # the common case (rho = 0), without tanh or exp
+        return np.float32(1.0) if method == 0 else np.float32(2.0) / np.float32(math.sqrt(math.pi))
     y = x * alpha
-    if abs(y) > _cutoff(method):
-        return np.float32(0.0)
     if method == 0:
+        if abs(y) > np.float32(9.5):
+            return np.float32(0.0)
         t = math.tanh(y)
         return np.float32(1.0) - t * t
+    if abs(y) > np.float32(10.5):
+        return np.float32(0.0)
     return np.float32(2.0) * math.exp(-(y * y)) / np.float32(math.sqrt(math.pi))
 
 
-@_njit
-def _spike_lists(x, b0, b1, indptr, indices):
-    """Write the input spikes of ``x[:, b0:b1]`` ([T, B, H]) as CSR into ``indptr`` [T * (b1 - b0) + 1]
-    and ``indices``: row t * (b1 - b0) + (b - b0) lists the inputs h that spike at step t in batch
-    entry b, ascending. Returns 1 if all entries are 0 or 1, 0 if not, -1 if ``indices`` is too short
-    (it stops there)."""
-    T, _, H = x.shape
-    width = b1 - b0
-    bits = x.view(np.uint32)  # reading the bits compares faster than floats; 0.0 and 1.0 are exact
+@jit
+def _spike_lists(x, t0, t1, indices, starts, stops):
+    """List the non-zero inputs of steps t0 <= t < t1 of ``x`` [T, B, H]: for each (t, b), ascending h
+    in ``indices[starts[t, b]:stops[t, b]]``, written from ``indices[t0 * B * H]`` on. Returns True if
+    every listed value is exactly 1. (-0.0 is listed too: it adds -0 * W = ±0, which changes no sum.)"""
+    T, B, H = x.shape
+    offset = t0 * B * H
+    bits = x[t0:t1].reshape(-1).view(np.uint32)  # comparing bits is faster than comparing floats
+    listed = indices[offset:]  # (indices from 0: no negative-index handling in the loops)
     one = np.uint32(0x3F800000)
-    binary = True
     q = 0
-    indptr[0] = 0
-    for t in range(T):
-        for b in range(b0, b1):
-            for h in range(H):  # one pass; a branch, as input spikes are sparse
-                w = bits[t, b, h]
-                if w != 0:
-                    if q == indices.shape[0]:
-                        return -1
-                    indices[q] = h
-                    q += 1
-                    binary &= w == one
-            indptr[t * width + b - b0 + 1] = q
-    return 1 if binary else 0
+    ones = 0
+    for t in range(t1 - t0):
+        for b in range(B):
+            row = (t * B + b) * H
+            starts[t0 + t, b] = offset + q
+            for h in range(H):  # branch-free: write h, keep it if x is not zero
+                listed[q] = h
+                q += bits[row + h] != 0
+            for h in range(H):  # a separate loop, which the compiler vectorises
+                ones += bits[row + h] == one
+            stops[t0 + t, b] = offset + q
+    return ones == q
 
 
-@_njit_inline
-def _add_columns(out, w_t, indices, start, stop, chunk, partial):
-    """out = W s for binary s with ones at ``indices[start:stop]`` (ascending), ``w_t`` = W^T.
+@jit
+def _spike_lists_avx2(x, t0, t1, indices, starts, stops, table):
+    """:func:`_spike_lists`, 8 inputs at a time (:func:`simd.compress8`, ``table`` = its permutations);
+    the same lists."""
+    T, B, H = x.shape
+    offset = t0 * B * H
+    bits = x[t0:t1].reshape(-1).view(np.uint32)
+    listed = indices[offset:]
+    whole = H - H % 8  # inputs h < whole 8 at a time; each block writes only where its own inputs have room
+    q = 0
+    ones = 0
+    for t in range(t1 - t0):
+        for b in range(B):
+            row = (t * B + b) * H
+            starts[t0 + t, b] = offset + q
+            for h in range(0, whole, 8):
+                count, count_ones = simd.compress8(bits, row + h, listed, q, h, table)
+                q += count
+                ones += count_ones
+            for h in range(whole, H):
+                listed[q] = h
+                q += bits[row + h] != 0
+                ones += bits[row + h] == np.uint32(0x3F800000)
+            stops[t0 + t, b] = offset + q
+    return ones == q
 
-    Summed in MKL's order: columns added one by one within blocks of ``chunk`` inputs, then the block
-    sums added to ``out`` (zero at first). ``partial`` is scratch of the size of ``out``.
-    """
-    zero = np.float32(0.0)
-    n_out = out.shape[0]
-    for n in range(n_out):
-        out[n] = zero
-    block = -1
-    for q in range(start, stop + 1):
-        k = indices[q] if q < stop else -1
-        if q == stop or k // chunk != block:
-            if block >= 0:
-                for n in range(n_out):
-                    out[n] += partial[n]
-            if q == stop:
-                break
-            for n in range(n_out):
-                partial[n] = zero
-            block = k // chunk
-        for n in range(n_out):
-            partial[n] += w_t[k, n]
 
-
-@_njit
-def _forward_block(b0, b1, x, x_indptr, x_indices, w_in_t, chunk_in, proj, w_rec_t, chunk_rec, z0, v0, i0, rho0, a,
-                   c, v_leak, v_th, v_reset, rho_reset, z_out, rho_out, ref_out, v_out, vd_out, i_final):
-    """Iterate the step for the batch entries b0 <= b < b1 from the state (z0, v0, i0, rho0) [B, N];
-    writes z, rho, Theta(rho), v, v_decayed [T, B, N] and the last synaptic current ``i_final`` [B, N].
-
-    ``x`` [T, B, H] are the input spikes, ``w_in_t`` [H, N] and ``w_rec_t`` [N, N] the transposed
-    weights. With ``chunk_in`` > 0 the block's input spikes are first written into (x_indptr,
-    x_indices) and the status of :func:`_spike_lists` returned; unless it is 1 (binary input, lists
-    complete) the kernel returns right after that. With ``chunk_in`` = 0 the input currents are taken
-    from ``proj`` [T, B, N] instead, and the kernel returns 0.
-    """
-    T, B, N = z_out.shape
-    status = 0
-    if chunk_in > 0:
-        status = _spike_lists(x, b0, b1, x_indptr, x_indices)
-        if status != 1:
-            return status
-    zero = np.float32(0.0)
+@functools.partial(jit, inline=True)
+def _add_rows(y, i, x, rows, start, stop, scale, scaled):
+    """y[i] += s_r x[r] for r = rows[start], ..., rows[stop - 1], added to y[i] one after the other;
+    s_r = scale[r] if ``scaled``, else 1 (for 0/1 inputs: 1 x = x exactly). y, x: [., N]."""
+    N = y.shape[1]
+    vectors = N - N % simd.WIDTH  # lanes n < vectors in 8-lane vectors, the rest one by one
     one = np.float32(1.0)
-    i = i0.copy()
-    v = v0.copy()
-    rho = rho0.copy()
-    spiking = np.zeros((B, N), np.int32)  # this step's spikes as index lists, one row per batch
-    n_spiking = np.zeros(B, np.int64)
-    for b in range(b0, b1):
-        for n in range(N):
-            if z0[b, n] != zero:
-                spiking[b, n_spiking[b]] = n
-                n_spiking[b] += 1
-    new_spiking = np.zeros((B, N), np.int32)
-    current_in = np.zeros(N, np.float32)
-    rec = np.zeros(N, np.float32)
-    partial = np.zeros(N, np.float32)
-    for t in range(T):
-        for b in range(b0, b1):
-            if chunk_in > 0:
-                row = t * (b1 - b0) + b - b0
-                _add_columns(current_in, w_in_t, x_indices, x_indptr[row], x_indptr[row + 1], chunk_in, partial)
-            else:
-                for n in range(N):  # explicit loops: numba's slice copies cost ~100 ns each
-                    current_in[n] = proj[t, b, n]
-            _add_columns(rec, w_rec_t, spiking[b], 0, n_spiking[b], chunk_rec, partial)
-            for n in range(N):
-                j = (i[b, n] + current_in[n]) + rec[n]  # i + linear(x, W_in) + linear(z, W_rec)
-                vd = v[b, n] + a * ((v_leak - v[b, n]) + j)
-                i[b, n] = j + c * j
-                vd_out[t, b, n] = vd
-                # branch-free selects (spikes are too irregular for branch prediction):
-                # a refractory neuron holds its voltage, cannot spike and counts rho down to 0
-                refractory = rho[b, n] > zero
-                fire = (vd - v_th > zero) and not refractory
-                z = one if fire else zero
-                held = v[b, n] if refractory else vd
-                v[b, n] = v_reset if fire else held
-                counted = max(rho[b, n] - (one if refractory else zero), zero)
-                rho[b, n] = rho_reset if fire else counted
-                z_out[t, b, n] = z
-                rho_out[t, b, n] = rho[b, n]
-                ref_out[t, b, n] = one if rho[b, n] > zero else zero
-                v_out[t, b, n] = v[b, n]
-            count = 0
-            for n in range(N):  # this step's spikes as a list, for the next step's recurrent sum
-                new_spiking[b, count] = n
-                count += z_out[t, b, n] != zero
-            n_spiking[b] = count
-        spiking, new_spiking = new_spiking, spiking
-    for b in range(b0, b1):
-        for n in range(N):
-            i_final[b, n] = i[b, n]
-    return status
+    q = start
+    while q + 4 <= stop:  # four rows per pass over y[i]: fewer loads and stores of it
+        r0, r1, r2, r3 = rows[q], rows[q + 1], rows[q + 2], rows[q + 3]
+        s0, s1, s2, s3 = (scale[r0], scale[r1], scale[r2], scale[r3]) if scaled else (one, one, one, one)
+        simd.add4(y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, vectors)
+        for n in range(vectors, N):
+            y[i, n] = (((y[i, n] + s0 * x[r0, n]) + s1 * x[r1, n]) + s2 * x[r2, n]) + s3 * x[r3, n]
+        q += 4
+    for q in range(q, stop):
+        r = rows[q]
+        s = scale[r] if scaled else one
+        simd.add1(y, i, x, r, s, vectors)
+        for n in range(vectors, N):
+            y[i, n] += s * x[r, n]
 
 
-@_njit_inline
-def _dot(w_t, n, dj, t, b):
-    """sum_k w_t[n, k] dj[t, b, k], in four partial sums (a quarter of the dependency chain)."""
-    N = w_t.shape[1]
-    s0 = s1 = s2 = s3 = np.float32(0.0)
-    k = 0
-    while k + 4 <= N:
-        s0 += w_t[n, k] * dj[t, b, k]
-        s1 += w_t[n, k + 1] * dj[t, b, k + 1]
-        s2 += w_t[n, k + 2] * dj[t, b, k + 2]
-        s3 += w_t[n, k + 3] * dj[t, b, k + 3]
-        k += 4
-    while k < N:
-        s0 += w_t[n, k] * dj[t, b, k]
-        k += 1
-    return (s0 + s1) + (s2 + s3)
+@functools.partial(jit, inline=True)
+def _add_to_rows(y, rows, start, stop, scale, scaled, x, i):
+    """y[r] += s_r x[i] for r = rows[start], ..., rows[stop - 1] (s_r as in :func:`_add_rows`)."""
+    N = y.shape[1]
+    vectors = N - N % simd.WIDTH
+    for q in range(start, stop):
+        r = rows[q]
+        s = scale[r] if scaled else np.float32(1.0)
+        simd.add1(y, r, x, i, s, vectors)
+        for n in range(vectors, N):
+            y[r, n] += s * x[i, n]
 
 
-@_njit
-def _backward_block(b0, b1, z_all, rho_all, v_all, vd_all, g_rho, g_ref, g_v, given, x_indptr, x_indices, H, w_rec_t,
-                    z0, v0, rho0, a, c, v_th, v_reset, rho_reset, method, alpha, dj_out):
-    """BPTT for the batch entries b0 <= b < b1, from the forward pass's [T, B, N] records and the
-    output gradients ``g_rho``, ``g_ref`` (of Theta(rho)), ``g_v`` [T, B, N], of which only those
-    marked in ``given`` [3] are read (the others are zero), and the initial state (z0, v0, rho0)
-    [B, N]: writes the adjoint dL/dj of every step's current jump into ``dj_out`` [T, B, N] and
-    returns this block's weight gradients, transposed, [H, N] and [N, N]. (x_indptr, x_indices) are
-    the block's input spikes as returned by :func:`_forward_block`.
+@jit
+def _forward(b0, b1, x, indices, starts, stops, binary, w_in_t, w_rec_t, state0, params,
+             z_out, rho_out, ref_out, v_out, vd_out, i_final):
+    """Iterate the step for the chains b0 <= b < b1.
 
-    Per neuron the state adjoints are lv, li, lrho and lz = W_rec^T dj_{t+1}. Each row (t, b) takes
-    three passes over the neurons: a branch-free one that finds where a surrogate can be non-zero
-    (near threshold, for tanh and heavi_erfc) and where lz is used; a scalar one that computes
-    those few surrogates and dot products; and a branch-free one for the adjoints, which the
-    compiler vectorises. lz is summed in four partial sums, so dj differs from autograd's (which
-    sums in MKL's order) by rounding only.
+    In: x [T, B, H] input and its lists from :func:`_spike_lists` (binary: all listed values are 1),
+    w_in_t [H, N] and w_rec_t [N, N] the transposed weights, state0 [4, B, N] (z, v, i, rho), params
+    [7, B, N] (a, c, v_leak, v_th, v_reset, rho_reset, alpha).
+    Out: the state after every step z', rho', Theta(rho'), v' and v~ [T, B, N], the last current i [B, N].
     """
-    T, B, N = z_all.shape
-    grad_w_in_t = np.zeros((H, N), np.float32)
-    grad_w_rec_t = np.zeros((N, N), np.float32)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    sig_rho0 = _surrogate(zero, method, alpha)
-    has_lz = sig_rho0 != zero
-    lv = np.zeros((B, N), np.float32)
-    li = np.zeros((B, N), np.float32)
-    lrho = np.zeros((B, N), np.float32)
-    sig_s = np.zeros(N, np.float32)
-    sig_rho = np.zeros(N, np.float32)
-    sig_new = np.zeros(N, np.float32)
-    need = np.zeros(N, np.bool_)
-    lz = np.zeros(N, np.float32)
-    cut = _cutoff(method)
-    for t in range(T - 1, -1, -1):
-        for b in range(b0, b1):
-            for n in range(N):  # 1. which surrogates and lz this row needs
-                rho_prev = rho_all[t - 1, b, n] if t > 0 else rho0[b, n]
-                rho_new = rho_all[t, b, n]
-                s = vd_all[t, b, n] - v_th
-                sig_s[n] = zero
-                sig_rho[n] = sig_rho0 if rho_prev == zero else zero
-                sig_new[n] = sig_rho0 if rho_new == zero else zero
-                lz[n] = zero
-                rho_in_range = (rho_prev != zero) & (abs(rho_prev * alpha) <= cut)
-                need[n] = (((rho_prev <= zero) & (abs(s * alpha) <= cut)) | rho_in_range
-                           | ((rho_new != zero) & (abs(rho_new * alpha) <= cut))
-                           | ((s > zero) & (rho_prev == zero) & has_lz))
-            for n in range(N):  # 2. those surrogates (Theta at threshold, before and after) and lz
-                if need[n]:
-                    rho_prev = rho_all[t - 1, b, n] if t > 0 else rho0[b, n]
-                    rho_new = rho_all[t, b, n]
-                    if rho_prev <= zero:
-                        sig_s[n] = _surrogate(vd_all[t, b, n] - v_th, method, alpha)
-                    else:
-                        sig_rho[n] = _surrogate(rho_prev, method, alpha)
-                    if rho_new != zero:
-                        sig_new[n] = _surrogate(rho_new, method, alpha)
-                    fired = vd_all[t, b, n] - v_th > zero
-                    if t + 1 < T and (sig_s[n] != zero or (fired and sig_rho[n] != zero)):
-                        lz[n] = _dot(w_rec_t, n, dj_out, t + 1, b)
-            for n in range(N):  # 3. the adjoints
-                if t > 0:
-                    rho_prev = rho_all[t - 1, b, n]
-                    v_prev = v_all[t - 1, b, n]
-                else:
-                    rho_prev = rho0[b, n]
-                    v_prev = v0[b, n]
-                refractory = rho_prev > zero
-                vd = vd_all[t, b, n]
-                fired = vd - v_th > zero
-                z_new = z_all[t, b, n]
-                lv_n = lv[b, n] + (g_v[t, b, n] if given[2] else zero)
-                # the readout Theta(rho') back-propagates through the same surrogate
-                lrho_n = (lrho[b, n] + (g_rho[t, b, n] if given[0] else zero)
-                          + (g_ref[t, b, n] * sig_new[n] if given[1] else zero))
-                m = one if refractory else zero
-                # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
-                r_in = rho_prev - m
-                r = max(r_in, zero)
-                lz_total = lz[n] + lrho_n * (rho_reset - r)
-                d_rin = lrho_n * (one - z_new) if r_in > zero else zero
-                # z' = (1 - m) z~
-                dzt = lz_total * (one - m)
-                dm = (-d_rin - lz_total) if fired else -d_rin
-                # v' = (1 - m) v_lif + m v,  v_lif = (1 - z~) v_decayed + z~ v_reset  (z~ detached)
-                v_lif = v_reset if fired else vd
-                dv_lif = lv_n * (one - m)
-                dm += lv_n * (v_prev - v_lif)
-                dv = lv_n * m
-                d_rho = d_rin + dm * sig_rho[n]
-                dvd = (zero if fired else dv_lif) + dzt * sig_s[n]
-                # v_decayed = v + a ((v_leak - v) + j),  i' = j + c j
-                dj = li[b, n] + c * li[b, n] + a * dvd
-                dv += dvd - a * dvd
-                dj_out[t, b, n] = dj
-                lv[b, n] = dv
-                li[b, n] = dj
-                lrho[b, n] = d_rho
-            # j = i + W_in x + W_rec z_{t-1}: the weight gradients are sums of dj over the spikes
-            row = t * (b1 - b0) + b - b0
-            for q in range(x_indptr[row], x_indptr[row + 1]):
-                h = x_indices[q]
-                for n in range(N):
-                    grad_w_in_t[h, n] += dj_out[t, b, n]
+    T = x.shape[0]
+    N = w_in_t.shape[1]
+    zero, one = np.float32(0.0), np.float32(1.0)
+    z, v, i, rho = state0[Z, b0:b1].copy(), state0[V, b0:b1].copy(), state0[I, b0:b1].copy(), state0[RHO, b0:b1].copy()
+    current = np.empty((1, N), np.float32)
+    recurrent = np.empty((1, N), np.float32)
+    spiking = np.empty(N, np.int64)  # the neurons k with z_k != 0
+    for t in range(T):
+        for l in range(b1 - b0):
+            b = b0 + l
+            current[:] = zero  # I_in: the listed inputs in ascending order
+            _add_rows(current, 0, w_in_t, indices, starts[t, b], stops[t, b], x[t, b], not binary)
+            count = 0  # I_rec: the spikes of the previous step in ascending order
             for k in range(N):
-                if (z_all[t - 1, b, k] if t > 0 else z0[b, k]) != zero:
-                    for n in range(N):
-                        grad_w_rec_t[k, n] += dj_out[t, b, n]
-    return grad_w_in_t, grad_w_rec_t
+                spiking[count] = k
+                count += z[l, k] != zero
+            recurrent[:] = zero
+            _add_rows(recurrent, 0, w_rec_t, spiking, 0, count, z[l], True)
+            for n in range(N):  # branch-free selects: spikes are too irregular for branch prediction
+                j = (i[l, n] + current[0, n]) + recurrent[0, n]
+                v_decayed = v[l, n] + params[A, b, n] * ((params[V_LEAK, b, n] - v[l, n]) + j)
+                i[l, n] = j + params[C, b, n] * j
+                refractory = rho[l, n] > zero  # m
+                fired = v_decayed - params[V_TH, b, n] > zero  # z~
+                spike = fired and not refractory  # z'
+                v_lif = params[V_RESET, b, n] if fired else v_decayed
+                v[l, n] = v[l, n] if refractory else v_lif
+                counted = max(rho[l, n] - (one if refractory else zero), zero)
+                rho[l, n] = params[RHO_RESET, b, n] if spike else counted
+                z[l, n] = one if spike else zero
+                z_out[t, b, n] = z[l, n]
+                rho_out[t, b, n] = rho[l, n]
+                ref_out[t, b, n] = one if rho[l, n] > zero else zero
+                v_out[t, b, n] = v[l, n]
+                vd_out[t, b, n] = v_decayed
+    i_final[b0:b1] = i
 
 
-def _batch_blocks(batch_size: int) -> list:
-    """(b0, b1) bounds of the batch blocks that run in parallel, one per torch thread."""
-    blocks = max(1, min(batch_size, torch.get_num_threads()))
-    return [(block * batch_size // blocks, (block + 1) * batch_size // blocks) for block in range(blocks)]
+@jit
+def _backward(g0, g1, bounds, x, indices, starts, stops, binary, w_rec, z_rec, rho_rec, v_rec, vd_rec, state0, params,
+              method, given, g_rho, g_ref, g_v, g_final, dj, grad_state0, grad_w_in_t, grad_w_rec_t):
+    """BPTT for the gradient groups g0 <= g < g1 (chains bounds[g] <= b < bounds[g + 1] in group g).
 
+    In: :func:`_forward`'s lists and records; w_rec [N, N] (not transposed); the gradients of the
+    outputs rho', Theta(rho'), v' [T, B, N] (each read only where ``given`` [3] says the loss uses it)
+    and of the final z and i, g_final [2, B, N].
+    Out: dj [T, B, N], dL/dj of every step's current jump; grad_state0 [4, B, N], the gradient of
+    the initial state; each group's weight gradients, transposed, grad_w_in_t [G, H, N] and
+    grad_w_rec_t [G, N, N], each summed over its chains in the order t = T - 1, ..., 0, then b.
 
-def _spike_list_buffers(T: int, width: int, H: int, fraction: float) -> tuple:
-    """(indptr, indices) for :func:`_spike_lists` of a block of ``width`` chains, from the pool, with
-    room for ``fraction`` of the T * width * H inputs to spike (pages never written cost no memory)."""
-    indices = _BUFFERS.empty((max(H, int(T * width * H * fraction)),), np.int32)
-    return _BUFFERS.empty((T * width + 1,), np.int64), indices
-
-
-@functools.lru_cache(maxsize=None)
-def _fast_path_problem() -> str:
-    """Why the numba path cannot run here, or "" if it can; compiles the kernels on a tiny problem."""
-    if _NUMBA_PROBLEM:
-        return _NUMBA_PROBLEM
-    try:
-        with torch.enable_grad():  # the first call may come from inside torch.no_grad()
-            weights = torch.ones(2, 2, requires_grad=True)
-            state = [torch.zeros(1, 2)] * 4
-            outputs = _LIFRefracFunction.apply(torch.ones(2, 1, 2), weights, weights, LIFRefracParameters(), 1e-3,
-                                               *state)
-            _, rho, refractory, voltages, _ = outputs
-            (rho.sum() + refractory.sum() + voltages.sum()).backward()
-        for method in _METHOD_CODES:
-            _surrogate(np.float32(0.0), _METHOD_CODES[method], np.float32(1.0))
-    except Exception as error:  # a numba typing or lowering error
-        return f"the numba kernel failed to compile: {type(error).__name__}: {error}"
-    return ""
-
-
-@functools.lru_cache(maxsize=None)
-def _summation_chunk(rows: int, inputs: int, outputs: int) -> int:
-    """The block size in which torch's ``linear`` sums ``[rows, inputs] x [inputs, outputs]`` for binary
-    inputs (MKL here: all at once up to 128 inputs, in blocks of 128 for 256, of 192 from 512 on), found
-    by comparing with :func:`_add_columns` on random data; 0 if no block size reproduces it bit for bit."""
-    generator = torch.Generator().manual_seed(0)
-    weights = torch.randn(outputs, inputs, generator=generator)
-    x = (torch.rand(4, rows, inputs, generator=generator) < 0.3).float()
-    expected = torch.stack([torch.nn.functional.linear(rows_x, weights) for rows_x in x]).reshape(-1, outputs)
-    indptr, indices = np.empty(x.numel() // inputs + 1, np.int64), np.empty(x.numel(), np.int32)
-    _spike_lists(x.reshape(-1, 1, inputs).numpy(), 0, 1, indptr, indices)
-    w_t = weights.t().contiguous().numpy()
-    out, partial = np.empty(outputs, np.float32), np.empty(outputs, np.float32)
-    common = [inputs, 128, 192, 64, 256, 32, 512, 16]  # MKL: 128 for 256 inputs, 192 for 512 and more
-    others = [size for size in range(8, inputs, 8) if size not in common]
-    for chunk in [size for size in common if size <= inputs] + others:
-        for row, expected_row in enumerate(expected.numpy()):
-            _add_columns(out, w_t, indices, indptr[row], indptr[row + 1], chunk, partial)
-            if not np.array_equal(out, expected_row):
-                break
-        else:
-            return chunk
-    return 0
-
-
-def fast_path_available() -> bool:
-    """True if numba is importable and the kernels compile (or load from numba's cache)."""
-    return not _fast_path_problem()
+    Per chain the adjoints lv, li, lrho of the state (v, i, rho) run backwards in time; the adjoint of
+    the spikes z'_t is lz = W_rec^T dj_{t+1}.
+    """
+    T, B, N = z_rec.shape
+    zero, one = np.float32(0.0), np.float32(1.0)
+    b0, b1 = bounds[g0], bounds[g1]
+    neurons = np.arange(N)
+    lz = np.empty((1, N), np.float32)
+    spiking = np.empty(N, np.int64)  # the neurons k with z_k != 0 at the previous step, and z
+    z_prev = np.empty(N, np.float32)
+    sigma_new, sigma_spike = np.empty(N, np.float32), np.empty(N, np.float32)  # surrogates of Theta(rho'), z~
+    lv = np.zeros((b1 - b0, N), np.float32)
+    lrho = np.zeros((b1 - b0, N), np.float32)
+    li = g_final[1, b0:b1].copy()
+    sigma_rho = np.empty((b1 - b0, N), np.float32)  # the surrogate of Theta(rho') at step t, kept for t - 1
+    for l in range(b1 - b0):
+        for n in range(N):
+            sigma_rho[l, n] = _surrogate(rho_rec[T - 1, b0 + l, n], method, params[ALPHA, b0 + l, n])
+    for t in range(T - 1, -1, -1):
+        for g in range(g0, g1):
+            for b in range(bounds[g], bounds[g + 1]):
+                l = b - b0
+                if t == T - 1:  # the adjoint of z'_t: of the final state's z, or through the next step's current
+                    lz[0] = g_final[0, b]
+                else:
+                    lz[:] = zero
+                    _add_rows(lz, 0, w_rec, neurons, 0, N, dj[t + 1, b], True)  # W_rec^T dj_{t+1}
+                for n in range(N):  # the surrogates, in a loop of their own: branches, tanh or exp near 0 only
+                    alpha = params[ALPHA, b, n]
+                    rho_prev = state0[RHO, b, n] if t == 0 else rho_rec[t - 1, b, n]
+                    sigma_new[n] = sigma_rho[l, n]  # of Theta(rho') at step t
+                    sigma_rho[l, n] = _surrogate(rho_prev, method, alpha)  # of Theta(rho), step t - 1's rho'
+                    threshold = vd_rec[t, b, n] - params[V_TH, b, n]
+                    sigma_spike[n] = zero if rho_prev > zero else _surrogate(threshold, method, alpha)
+                for n in range(N):
+                    rho_prev = state0[RHO, b, n] if t == 0 else rho_rec[t - 1, b, n]
+                    v_prev = state0[V, b, n] if t == 0 else v_rec[t - 1, b, n]
+                    v_decayed = vd_rec[t, b, n]
+                    lv_n = lv[l, n] + (g_v[t, b, n] if given[2] else zero)
+                    lrho_n = lrho[l, n] + (g_rho[t, b, n] if given[0] else zero)
+                    lrho_n += g_ref[t, b, n] * sigma_new[n] if given[1] else zero  # the readout Theta(rho')
+                    refractory = rho_prev > zero  # m
+                    fired = v_decayed - params[V_TH, b, n] > zero  # z~
+                    # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
+                    rho_in = rho_prev - (one if refractory else zero)
+                    lz_n = lz[0, n] + lrho_n * (params[RHO_RESET, b, n] - max(rho_in, zero))
+                    d_rho_in = lrho_n * (one - z_rec[t, b, n]) if rho_in > zero else zero
+                    # z' = (1 - m) z~;  v' = (1 - m) v_lif + m v,  v_lif = (1 - z~) v~ + z~ v_reset (z~ detached)
+                    d_m = -d_rho_in - (lz_n if fired else zero)
+                    v_lif = params[V_RESET, b, n] if fired else v_decayed
+                    d_m += lv_n * (v_prev - v_lif)
+                    d_vd = (zero if (refractory or fired) else lv_n) + lz_n * sigma_spike[n]
+                    # m = Theta(rho);  v~ = v + a ((v_leak - v) + j);  i' = j + c j
+                    lrho[l, n] = d_rho_in + d_m * sigma_rho[l, n]
+                    dj[t, b, n] = li[l, n] + params[C, b, n] * li[l, n] + params[A, b, n] * d_vd
+                    lv[l, n] = (lv_n if refractory else zero) + d_vd - params[A, b, n] * d_vd
+                    li[l, n] = dj[t, b, n]
+                # j = i + W_in x + W_rec z_{t-1}: the weight gradients over the listed inputs and the spikes
+                count = 0
+                for k in range(N):
+                    z_prev[k] = state0[Z, b, k] if t == 0 else z_rec[t - 1, b, k]
+                    spiking[count] = k
+                    count += z_prev[k] != zero
+                _add_to_rows(grad_w_rec_t[g], spiking, 0, count, z_prev, True, dj[t], b)
+    for g in range(g0, g1):  # group by group, so that one group's gradient [H, N] stays in the cache
+        grad = grad_w_in_t[g]
+        for t in range(T - 1, -1, -1):
+            for b in range(bounds[g], bounds[g + 1]):
+                _add_to_rows(grad, indices, starts[t, b], stops[t, b], x[t, b], not binary, dj[t], b)
+    for b in range(b0, b1):  # the initial state; z entered j_0 through W_rec
+        l = b - b0
+        grad_state0[V, b] = lv[l]
+        grad_state0[I, b] = li[l]
+        grad_state0[RHO, b] = lrho[l]
+        grad_state0[Z, b] = zero
+        _add_rows(grad_state0[Z], b, w_rec, neurons, 0, N, dj[0, b], True)
 
 
 # ---------------------------------------------------------------------------------------------------
 
 
-def _constants(p: LIFRefracParameters, dt: float) -> dict:
-    """Norse's step constants as float32, computed with the same torch operations as ``lif_step``."""
-
-    def f32(value):
-        return np.float32(torch.as_tensor(value, dtype=torch.float32).item())
-
-    return dict(
-        a=f32(dt * p.lif.tau_mem_inv),  # dv = (dt * tau_mem_inv) * ((v_leak - v) + j)
-        c=f32(-dt * p.lif.tau_syn_inv),  # di = (-dt * tau_syn_inv) * j
-        v_leak=f32(p.lif.v_leak),
-        v_th=f32(p.lif.v_th),
-        v_reset=f32(p.lif.v_reset),
-        rho_reset=f32(p.rho_reset),
-        alpha=f32(p.lif.alpha),
-    )
+def group_bounds(batch_size: int) -> np.ndarray:
+    """[G + 1] bounds of the gradient groups: group g holds chains bounds[g] <= b < bounds[g + 1]."""
+    groups = min(batch_size, GROUPS)
+    return np.array([g * batch_size // groups for g in range(groups + 1)], np.int64)
 
 
-class _LIFRefracFunction(torch.autograd.Function):
+def _workers(count: int) -> list:
+    """[start, stop) of each of min(torch threads, count) contiguous ranges of ``count`` items."""
+    workers = max(1, min(torch.get_num_threads(), count))
+    return [(w * count // workers, (w + 1) * count // workers) for w in range(workers)]
+
+
+def _sum_in_order(partial: np.ndarray) -> np.ndarray:
+    """partial[0] + partial[1] + ... (the groups' gradients), added in this order."""
+    total = partial[0].copy()
+    for group in partial[1:]:
+        total += group
+    return total
+
+
+def _float32_array(tensor: torch.Tensor, shape) -> np.ndarray:
+    return np.ascontiguousarray(tensor.detach().to(torch.float32).expand(shape).numpy())
+
+
+def neuron_constants(p: LIFRefracParameters, dt, batch_size: int, neurons: int) -> np.ndarray:
+    """[7, B, N]: a = dt tau_mem_inv, c = -dt tau_syn_inv (computed as Norse computes them), v_leak,
+    v_th, v_reset, rho_reset, alpha, each broadcast to [B, N] as float32."""
+    values = [dt * p.lif.tau_mem_inv, -dt * p.lif.tau_syn_inv, p.lif.v_leak, p.lif.v_th, p.lif.v_reset, p.rho_reset,
+              p.lif.alpha]
+    shape = (batch_size, neurons)
+    return np.stack([_float32_array(torch.as_tensor(value), shape) for value in values])
+
+
+def problem(input_spikes, input_weights, recurrent_weights, p, dt, state) -> Problem:
+    """Whether the kernels compute exactly what Norse's loop does for these (already checked) arguments."""
+    environment = _compile_problem()
+    if environment:
+        return Problem(environment, False)
+    if input_spikes.device.type != "cpu":
+        return Problem(f"the tensors are on {input_spikes.device}, not on the CPU", True)
+    if input_spikes.dtype != torch.float32:
+        return Problem(f"the tensors are {input_spikes.dtype}, not float32", True)
+    if p.lif.method not in METHODS:
+        return Problem(f"p.lif.method={p.lif.method!r} is not one of the surrogates they differentiate "
+                       f"{tuple(METHODS)}", True)
+    for name, value in neuron_parameters(p, dt).items():
+        if isinstance(value, torch.Tensor):
+            if value.requires_grad:
+                return Problem(f"{name} requires grad, and they do not differentiate the parameters", True)
+            if not torch.isfinite(value).all():
+                return Problem(f"{name} is not finite", True)
+        elif not math.isfinite(value):
+            return Problem(f"{name} is not finite", True)
+    for name, weights in (("input_weights", input_weights), ("recurrent_weights", recurrent_weights)):
+        if not torch.isfinite(weights).all():
+            return Problem(f"{name} are not all finite (the kernels skip zero inputs, Norse adds 0 * inf = nan)", True)
+    return Problem("", False)
+
+
+class _LIFRefracNumba(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, input_spikes, input_weights, recurrent_weights, p, dt, z0, v0, i0, rho0):
+    def forward(ctx, input_spikes, input_weights, recurrent_weights, z0, v0, i0, rho0, params, method):
         T, B, H = input_spikes.shape
         N = input_weights.shape[0]
-        k = _constants(p, dt)
-        initial = [tensor.detach().to(torch.float32).contiguous() for tensor in (z0, v0, i0, rho0)]
-        chunk_in = _summation_chunk(B, H, N)
-        chunk_rec = _summation_chunk(B, N, N)
-        if not chunk_rec:
-            _warn_once(f"the recurrent sum for B={B}, N={N} may differ from torch's by rounding", fallback=False)
-            chunk_rec = N
-        spikes, rho, refractory, voltages, v_decayed = (torch.from_numpy(_BUFFERS.empty((T, B, N))) for _ in range(5))
+        x = input_spikes.detach().contiguous().numpy()
+        state0 = np.stack([_float32_array(field, (B, N)) for field in (z0, v0, i0, rho0)])
+        indices = _BUFFERS.empty((T * B * H,), np.int32)  # pages never written cost no memory
+        starts, stops = np.empty((T, B), np.int64), np.empty((T, B), np.int64)
+        lists = (indices, starts, stops)
+        scans = [(_spike_lists_avx2, (x, t0, t1, *lists, _PERMUTATIONS)) if simd.AVX2 else
+                 (_spike_lists, (x, t0, t1, *lists)) for t0, t1 in _workers(T)]  # the same lists either way
+        binary = all(in_parallel(scans))
+        spikes, rho, refractory, voltages, v_decayed = (torch.empty(T, B, N) for _ in range(5))
         i_final = torch.empty(B, N)
-        ctx.blocks = _batch_blocks(B)
-
-        def run(chunk_in, proj, spike_lists):
-            """The kernel on every batch block; returns the blocks' statuses (see _forward_block)."""
-            args = (
-                input_weights.detach().t().contiguous().numpy(), chunk_in, proj.numpy(),
-                recurrent_weights.detach().t().contiguous().numpy(), chunk_rec, *(x.numpy() for x in initial),
-                k["a"], k["c"], k["v_leak"], k["v_th"], k["v_reset"], k["rho_reset"], spikes.numpy(), rho.numpy(),
-                refractory.numpy(), voltages.numpy(), v_decayed.numpy(), i_final.numpy(),
-            )
-            x = input_spikes.numpy()
-            blocks = zip(ctx.blocks, spike_lists)
-            calls = [(_forward_block, (b0, b1, x, *lists) + args) for (b0, b1), lists in blocks]
-            return in_parallel(calls)
-
-        ctx.binary = False
-        if chunk_in:
-            # room for 1/8 of the inputs to spike (rate 0.3 fills 3 %), or, if that is too little, for all
-            for fraction in (1 / 8, 1):
-                ctx.spike_lists = [_spike_list_buffers(T, b1 - b0, H, fraction) for b0, b1 in ctx.blocks]
-                statuses = run(chunk_in, torch.empty(0, 0, 0), ctx.spike_lists)
-                if min(statuses) >= 0:
-                    break
-            ctx.binary = min(statuses) == 1
-        if not ctx.binary:
-            # no reproducible order, or input that is not 0/1: the input currents come from torch,
-            # whose batched rows equal its per-step ones for the shapes tested; empty spike lists
-            # (every row from 0 to 0), so that the backward kernel leaves dW_in to torch
-            ctx.spike_lists = [(np.zeros(T * B + 1, np.int64), np.zeros(0, np.int32))] * len(ctx.blocks)
-            run(0, torch.nn.functional.linear(input_spikes, input_weights), ctx.spike_lists)
-        z0, v0, _, rho0 = initial
-        ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0,
-                              rho0)
-        ctx.constants, ctx.method = k, _METHOD_CODES[p.lif.method]
-        ctx.mark_non_differentiable(spikes, i_final)
-        ctx.set_materialize_grads(False)
-        return spikes, rho, refractory, voltages, i_final
+        records = [tensor.numpy() for tensor in (spikes, rho, refractory, voltages, v_decayed, i_final)]
+        w_in_t = input_weights.detach().t().contiguous().numpy()
+        w_rec_t = recurrent_weights.detach().t().contiguous().numpy()
+        in_parallel([(_forward, (b0, b1, x, indices, starts, stops, binary, w_in_t, w_rec_t, state0, params, *records))
+                     for b0, b1 in _workers(B)])
+        ctx.save_for_backward(input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed)
+        ctx.lists = (indices, starts, stops, binary)
+        ctx.state0, ctx.params, ctx.method = state0, params, METHODS[method]
+        ctx.state_shapes = [field.shape for field in (z0, v0, i0, rho0)]
+        ctx.mark_non_differentiable(spikes)
+        ctx.set_materialize_grads(False)  # the gradients of unused outputs arrive as None
+        return spikes, rho, refractory, voltages, spikes[-1].clone(), i_final
 
     @staticmethod
-    def backward(ctx, _grad_spikes, grad_rho, grad_refractory, grad_voltages, _grad_i_final):
-        (input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed, z0, v0,
-         rho0) = ctx.saved_tensors
+    def backward(ctx, _grad_spikes, grad_rho, grad_refractory, grad_voltages, grad_z_final, grad_i_final):
+        input_spikes, input_weights, recurrent_weights, spikes, rho, voltages, v_decayed = ctx.saved_tensors
+        indices, starts, stops, binary = ctx.lists
         T, B, H = input_spikes.shape
         N = input_weights.shape[0]
-        k = ctx.constants
-        dj = torch.from_numpy(_BUFFERS.empty((T, B, N)))
-        # gradients of outputs the loss does not use arrive as None (not materialised as zeros)
-        output_grads = (grad_rho, grad_refractory, grad_voltages)
-        given = np.array([grad is not None for grad in output_grads])
-        nothing = torch.zeros(1, 1, 1)
-        arrays = [tensor.contiguous().numpy() for tensor in (spikes, rho, voltages, v_decayed)]
-        arrays += [nothing.numpy() if grad is None else grad.contiguous().numpy() for grad in output_grads]
-        arrays.append(given)
-        w_rec_t = recurrent_weights.detach().t().contiguous().numpy()
-        args = (w_rec_t, z0.numpy(), v0.numpy(), rho0.numpy(), k["a"], k["c"], k["v_th"], k["v_reset"], k["rho_reset"],
-                ctx.method, k["alpha"], dj.numpy())
-        # with binary input the kernel sums dW_in over the input spikes; otherwise torch does, below
-        sums = in_parallel([
-            (_backward_block, (b0, b1, *arrays, x_indptr, x_indices, H) + args)
-            for (b0, b1), (x_indptr, x_indices) in zip(ctx.blocks, ctx.spike_lists)
-        ])
+        bounds = group_bounds(B)
+        groups = len(bounds) - 1
+        outputs = (grad_rho, grad_refractory, grad_voltages)
+        given = np.array([grad is not None for grad in outputs])
+        nothing = np.zeros((1, 1, 1), np.float32)
+        output_grads = [nothing if grad is None else _float32_array(grad, (T, B, N)) for grad in outputs]
+        g_final = np.zeros((2, B, N), np.float32)
+        for row, grad in enumerate((grad_z_final, grad_i_final)):
+            if grad is not None:
+                g_final[row] = _float32_array(grad, (B, N))
+        dj = np.empty((T, B, N), np.float32)
+        grad_state0 = np.empty((4, B, N), np.float32)
+        grad_w_in_t = np.zeros((groups, H, N), np.float32)
+        grad_w_rec_t = np.zeros((groups, N, N), np.float32)
+        args = (bounds, input_spikes.detach().contiguous().numpy(), indices, starts, stops, binary,
+                recurrent_weights.detach().contiguous().numpy(), spikes.numpy(), rho.numpy(), voltages.numpy(),
+                v_decayed.numpy(), ctx.state0, ctx.params, ctx.method, given, *output_grads, g_final, dj, grad_state0,
+                grad_w_in_t, grad_w_rec_t)
+        in_parallel([(_backward, (g0, g1) + args) for g0, g1 in _workers(groups)])
+        needs = ctx.needs_input_grad
         grad_input = None
-        if ctx.needs_input_grad[0]:
-            grad_input = (dj.reshape(T * B, N) @ input_weights.detach()).reshape(T, B, H)
-        if ctx.binary:
-            grad_w_in = torch.from_numpy(sum(block[0] for block in sums)).t().contiguous()
-        else:
-            grad_w_in = dj.reshape(T * B, N).t() @ input_spikes.reshape(T * B, H)
-        grad_w_rec = torch.from_numpy(sum(block[1] for block in sums)).t().contiguous()
-        grad_w_rec.fill_diagonal_(0.0)  # no autapses, as Norse's hook (idempotent if that hook runs too)
-        return grad_input, grad_w_in, grad_w_rec, None, None, None, None, None, None
+        if needs[0]:
+            grad_input = (torch.from_numpy(dj).reshape(T * B, N) @ input_weights.detach()).reshape(T, B, H)
+        grad_w_in = torch.from_numpy(_sum_in_order(grad_w_in_t)).t().contiguous() if needs[1] else None
+        grad_w_rec = None
+        if needs[2]:
+            grad_w_rec = torch.from_numpy(_sum_in_order(grad_w_rec_t)).t().contiguous()
+            grad_w_rec.fill_diagonal_(0.0)  # no autapses, as Norse's hook makes it
+        grad_state = [torch.from_numpy(grad_state0[row]).sum_to_size(shape) if needs[3 + row] else None
+                      for row, shape in enumerate(ctx.state_shapes)]
+        return (grad_input, grad_w_in, grad_w_rec, *grad_state, None, None)
 
 
-def lif_refrac_fast(
-    input_spikes: torch.Tensor,
-    input_weights: torch.Tensor,
-    recurrent_weights: torch.Tensor,
-    p: LIFRefracParameters,
-    dt: float,
-    state: LIFRefracState,
-    implementation: str = "auto",
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LIFRefracState]:
-    """Simulate ``[T, B, H]`` input spikes from ``state`` (every field ``[B, N]``).
-
-    ``input_weights`` is ``[N, H]``, ``recurrent_weights`` ``[N, N]``. Returns (spikes, rho,
-    refractory, voltages), each ``[T, B, N]``, the state after every step (refractory = Theta(rho) with
-    the surrogate gradient of ``p.lif.method``), and the final state, which continues the run.
-    Spikes carry no gradient, the others do; no gradient flows into the initial state (a run
-    continued from a final state is back-propagated in separate pieces).
-
-    ``implementation``: "numba" (the fused kernels; raises if they are unavailable), "torch" (loop
-    Norse's step), or "auto": numba for float32 CPU tensors when it is available, else torch with a
-    warning (once per reason).
-    """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
-    if p.lif.method not in _METHOD_CODES:
-        raise ValueError(f"method must be one of {tuple(_METHOD_CODES)}, got {p.lif.method!r}")
-    if implementation == "torch":
-        return lif_refrac_loop(input_spikes, input_weights, recurrent_weights, p, dt, state)
-    tensors = (input_spikes, input_weights, recurrent_weights)
-    if any(tensor.device.type != "cpu" for tensor in tensors):
-        problem = "the tensors are not on the CPU"
-    elif any(tensor.dtype != torch.float32 for tensor in tensors):
-        problem = "the tensors are not float32"
-    else:
-        problem = _fast_path_problem()
-    if problem:
-        if implementation == "numba":
-            raise RuntimeError(f"lif_refrac_fast: the numba path cannot run: {problem}")
-        _warn_once(problem)
-        return lif_refrac_loop(input_spikes, input_weights, recurrent_weights, p, dt, state)
-    spikes, rho, refractory, voltages, i_final = _LIFRefracFunction.apply(
-        input_spikes.contiguous(), input_weights, recurrent_weights, p, dt, state.lif.z, state.lif.v, state.lif.i,
-        state.rho,
-    )
-    final_state = LIFRefracState(LIFState(spikes[-1], voltages[-1].detach(), i_final), rho[-1].detach())
+def lif_refrac_numba(input_spikes, input_weights, recurrent_weights, p, dt, state):
+    """The kernels on checked arguments for which :func:`problem` found none; returns (spikes, rho,
+    refractory, voltages), each ``[T, B, N]``, and the final state."""
+    B, N = input_spikes.shape[1], input_weights.shape[0]
+    params = neuron_constants(p, dt, B, N)
+    spikes, rho, refractory, voltages, z_final, i_final = _LIFRefracNumba.apply(
+        input_spikes, input_weights, recurrent_weights, state.lif.z, state.lif.v, state.lif.i, state.rho, params,
+        p.lif.method)
+    final_state = LIFRefracState(LIFState(z_final, voltages[-1], i_final), rho[-1])
     return spikes, rho, refractory, voltages, final_state
+
+
+@functools.lru_cache(maxsize=None)
+def _compile_problem() -> str:
+    """Why the kernels cannot run in this process, or ""; compiles them (or loads them from numba's
+    cache) on a tiny problem, again without the cache if it fails with it."""
+    if compiler.NUMBA_PROBLEM:
+        return compiler.NUMBA_PROBLEM
+    try:
+        _run_tiny_problem()
+        return ""
+    except Exception as error:  # a numba typing or lowering error, or its cache failing
+        failure = error
+    if compiler.disable_cache():
+        try:
+            _run_tiny_problem()
+            compiler.warn_without_cache(f"{type(failure).__name__}: {failure}")
+            return ""
+        except Exception as error:
+            failure = error
+    return f"the numba kernels failed to compile: {type(failure).__name__}: {failure}"
+
+
+def _run_tiny_problem() -> None:
+    """Forward and backward through every kernel, on 2 steps of 2 chains (binary and weighted input)."""
+    with torch.enable_grad():  # the first call may come from inside torch.no_grad()
+        weights = torch.ones(2, 3, requires_grad=True)
+        recurrent = torch.ones(2, 2, requires_grad=True)
+        state = LIFRefracState(LIFState(*[torch.zeros(2, 2, requires_grad=True)] * 3), torch.zeros(2, 2))
+        x = torch.tensor([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]] * 2)
+        spikes, rho, refractory, voltages, final = lif_refrac_numba(
+            x, weights, recurrent, LIFRefracParameters(), 1e-3, state)
+        (rho.sum() + refractory.sum() + voltages.sum() + final.lif.z.sum() + final.lif.i.sum()).backward()
+
+
+def available() -> bool:
+    """True if numba is importable and the kernels compile (or load from numba's cache)."""
+    return not _compile_problem()

@@ -1,6 +1,6 @@
 r"""The GPU backend: Norse's ``lif_refrac_step`` iterated over time in fused Triton kernels, forward and BPTT.
 
-:func:`lif_refrac_gpu` computes what :func:`.reference.lif_refrac_loop` (Norse's loop) computes, with
+:func:`lif_refrac_triton` computes what :func:`.reference.lif_refrac_loop` (Norse's loop) computes, with
 the kernels of :mod:`.gpu_kernels`, in about ten launches per training step instead of about a
 hundred small kernels per time step:
 
@@ -20,8 +20,8 @@ the final state (continuing a run back-propagates through both pieces), and the 
 the weights, the input and the initial state. Every field of ``LIFParameters`` and
 ``LIFRefracParameters`` is honoured as a number or a per-neuron ``[N]`` tensor; a form the kernels
 do not implement (per-chain ``[B, N]`` parameters, parameters that require a gradient, another
-surrogate) is refused with a ``ValueError`` naming it, and :func:`lif_refrac_gpu` with
-``fallback=True`` (the engine's "auto") runs Norse's loop instead, with a warning once per reason.
+surrogate) is reported by :func:`problem`, and the engine's "auto" then runs Norse's loop instead,
+with a warning once per reason (``backend="triton"`` raises a ``ValueError`` naming it).
 
 Float32 throughout: the kernels never use TF32, and the matmuls follow torch's setting as Norse's
 loop does (``torch.backends.cuda.matmul``: full float32 by default). The sums of the two products are
@@ -35,14 +35,13 @@ process; it is slow and meant for the tests.
 """
 
 import functools
-import warnings
 from typing import NamedTuple
 
 import torch
 from norse.torch.functional.lif import LIFParameters, LIFState
 from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracState
 
-from .reference import lif_refrac_loop
+from .arguments import Problem
 
 try:
     from . import gpu_kernels
@@ -55,16 +54,6 @@ except Exception as error:  # ImportError without triton, or a triton that does 
 MAX_NEURONS = 256  # above, the [16, N] tiles of the backward pass spill registers by tens of kilobytes
 REGISTER_NEURONS = 64  # up to this padded N, W_rec stays in registers; above, it is read in chunks
 _PARAMETERS = ("tau_mem_inv", "tau_syn_inv", "v_leak", "v_th", "v_reset", "rho_reset", "alpha")
-_warned = set()
-
-
-def _warn_once(reason: str) -> None:
-    if reason not in _warned:
-        _warned.add(reason)
-        warnings.warn(f"engine: using Norse's loop instead of the triton backend: {reason}", RuntimeWarning,
-                      stacklevel=4)
-
-
 def interpreted() -> bool:
     """True if the kernels run in Triton's interpreter (TRITON_INTERPRET=1 when triton was imported)."""
     return gpu_kernels is not None and not isinstance(gpu_kernels.lif_refrac_forward,
@@ -91,28 +80,6 @@ def launch_config(neurons: int) -> LaunchConfig:
 # ---------------------------------------------------------------------------------------------------
 # checks: shapes are errors on every backend; forms of parameters Norse accepts but the kernels do not
 # implement are reasons to fall back (with "auto") or errors (with "triton")
-
-
-def check_shapes(input_spikes, input_weights, recurrent_weights, state: LIFRefracState) -> None:
-    """Raise ValueError unless the input is ``[T, B, H]`` (T, B >= 1), ``input_weights`` ``[N, H]``,
-    ``recurrent_weights`` ``[N, N]`` and every state field ``[B, N]``, all on one device."""
-    if input_spikes.dim() != 3 or input_spikes.shape[0] < 1 or input_spikes.shape[1] < 1:
-        raise ValueError(f"input_spikes must have shape [T, B, H] with T, B >= 1, got {list(input_spikes.shape)}")
-    T, B, H = input_spikes.shape
-    if input_weights.dim() != 2 or input_weights.shape[1] != H or input_weights.shape[0] < 1:
-        raise ValueError(f"input_weights must have shape [N, H] with H = {H}, got {list(input_weights.shape)}")
-    N = input_weights.shape[0]
-    if tuple(recurrent_weights.shape) != (N, N):
-        raise ValueError(f"recurrent_weights must have shape [N, N] = [{N}, {N}], got {list(recurrent_weights.shape)}")
-    fields = {"state.lif.z": state.lif.z, "state.lif.v": state.lif.v, "state.lif.i": state.lif.i,
-              "state.rho": state.rho}
-    for name, tensor in fields.items():
-        if not isinstance(tensor, torch.Tensor) or tuple(tensor.shape) != (B, N):
-            shape = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
-            raise ValueError(f"{name} must be a tensor of shape [B, N] = [{B}, {N}], got {shape}")
-    devices = {tensor.device for tensor in (input_spikes, input_weights, recurrent_weights, *fields.values())}
-    if len(devices) > 1:
-        raise ValueError(f"input_spikes, the weights and the state must be on one device, got {sorted(map(str, devices))}")
 
 
 def _parameter_tensors(p: LIFRefracParameters, dt, neurons: int):
@@ -320,27 +287,23 @@ def _run(input_spikes, input_weights, recurrent_weights, p, dt, state):
     return z[1:].detach(), rho[1:], refractory, v[1:], final_state
 
 
-def lif_refrac_gpu(input_spikes: torch.Tensor, input_weights: torch.Tensor, recurrent_weights: torch.Tensor,
-                   p: LIFRefracParameters, dt: float, state: LIFRefracState, fallback: bool = False):
-    """Simulate ``[T, B, H]`` input spikes from ``state`` (each field ``[B, N]``) with ``input_weights``
-    ``[N, H]`` and ``recurrent_weights`` ``[N, N]``; returns (spikes, rho, refractory, voltages), each
-    ``[T, B, N]``, and the final state, as :func:`.reference.lif_refrac_loop` does (spikes detached,
-    the final state's fields with their gradients).
+def problem(input_spikes, input_weights, recurrent_weights, p, dt, state) -> Problem:
+    """Whether the kernels can run this (already checked, :func:`.arguments.check_run`) call: a form of
+    input or parameter they do not implement (see :func:`unsupported`), or no triton, or kernels that
+    fail on this device (see :func:`device_problem`)."""
+    if _IMPORT_PROBLEM:
+        return Problem(_IMPORT_PROBLEM, False)
+    reason = unsupported(input_spikes, input_weights, recurrent_weights, p, dt, state)
+    if reason:
+        return Problem(reason, True)
+    return Problem(device_problem(input_spikes.device), False)
 
-    Raises ValueError for shapes that do not fit. Where the kernels cannot run the call, it raises
-    ValueError (a form of input or parameter they do not implement, see :func:`unsupported`) or
-    RuntimeError (no triton, or the kernels fail on this device, see :func:`device_problem`); with
-    ``fallback`` it warns once per reason instead and runs Norse's loop.
-    """
-    check_shapes(input_spikes, input_weights, recurrent_weights, state)
-    problem, error = _IMPORT_PROBLEM, RuntimeError
-    if not problem:
-        problem, error = unsupported(input_spikes, input_weights, recurrent_weights, p, dt, state), ValueError
-    if not problem:
-        problem, error = device_problem(input_spikes.device), RuntimeError
-    if problem:
-        if not fallback:
-            raise error(f"the triton backend cannot run this call: {problem}")
-        _warn_once(problem)
-        return lif_refrac_loop(input_spikes, input_weights, recurrent_weights, p, dt, state)
+
+def lif_refrac_triton(input_spikes, input_weights, recurrent_weights, p, dt, state):
+    """Simulate ``[T, B, H]`` input spikes from ``state`` (each field broadcasting to ``[B, N]``) with
+    ``input_weights`` ``[N, H]`` and ``recurrent_weights`` ``[N, N]``; returns (spikes, rho, refractory,
+    voltages), each ``[T, B, N]``, and the final state, as :func:`.reference.lif_refrac_loop` does
+    (spikes detached, the final state's fields with their gradients). Call :func:`problem` first."""
+    B, N = input_spikes.shape[1], input_weights.shape[0]
+    state = LIFRefracState(LIFState(*(field.expand(B, N) for field in state.lif)), state.rho.expand(B, N))
     return _run(input_spikes, input_weights, recurrent_weights, p, dt, state)

@@ -96,7 +96,7 @@ def _openmp_region() -> Optional[_OpenMPRegion]:
 
 @functools.lru_cache(maxsize=None)
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fast_lif")
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine-cpu")
 
 
 def runner() -> str:
