@@ -205,8 +205,7 @@ PARAMS = [
                                      torch.empty(4, 2, 5).transpose(0, 2), torch.empty(5, 2, 4, requires_grad=True),
                                      np.empty((5, 2, 4), np.float32), "abc"]),
     # neurons (the model's arguments: the trace's checks are the engine's)
-    *[Param("RefractoryLIFNetwork", name, call, "count", 4, pattern=pattern,
-            known=[(10**30, "neurons.py (engine helper): sizes beyond memory are not refused up front")])
+    *[Param("RefractoryLIFNetwork", name, call, "count", 4, pattern=pattern + "|needs at least", bad=[10**30])
       for name, pattern, call in (
           ("input_features", r"H \(input features\)", lambda v: RefractoryLIFNetwork(v, 4, generator=generator())),
           ("neurons", r"N \(neurons\)", lambda v: RefractoryLIFNetwork(16, v, generator=generator())))],
@@ -215,12 +214,10 @@ PARAMS = [
     Param("RefractoryLIFNetwork", "dt", lambda v: RefractoryLIFNetwork(16, 4, dt=v, generator=generator()),
           "positive", 1e-3),
     Param("RefractoryLIFNetwork", "v_init", lambda v: RefractoryLIFNetwork(16, 4, v_init=v, generator=generator()),
-          None, 0.9, known=[(NAN, "neurons.py (engine helper): v_init is not checked"),
-                            (INF, "neurons.py (engine helper): v_init is not checked")]),
+          None, 0.9, bad=[NAN, INF, "abc", None]),
     Param("RefractoryLIFNetwork", "generator", lambda v: RefractoryLIFNetwork(16, 4, generator=v), None,
           "GEN", bad=["seed", 3, np.random.default_rng(0)]),
-    # str(): notebook_parameters keeps the given string (np.str_ stays np.str_); neurons.py is the engine helper's
-    Param("notebook_parameters", "method", lambda v: str(wu.notebook_parameters(v).lif.method), "choice", "super"),
+    Param("notebook_parameters", "method", lambda v: wu.notebook_parameters(v).lif.method, "choice", "super"),
     Param("notebook_parameters", "alpha", lambda v: float(wu.notebook_parameters("tanh", v).lif.alpha), "positive",
           100.0),
     # targets and training

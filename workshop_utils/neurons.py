@@ -26,7 +26,7 @@ from norse.torch.functional.lif_refrac import LIFRefracParameters, LIFRefracStat
 from norse.torch.module.lif_refrac import LIFRefracRecurrentCell
 
 from . import engine
-from .checks import require_choice, require_positive_float, require_positive_int, require_shape
+from .checks import require_choice, require_float, require_memory, require_positive_float, require_positive_int, require_shape
 
 BACKENDS = ("fast", "norse")
 # Norse's surrogates whose backward pass the fast path reproduces. Norse 1.1.0's "super" ignores alpha
@@ -36,7 +36,7 @@ SURROGATES = ("tanh", "heavi_erfc", "super")
 
 def notebook_parameters(method: str = "tanh", alpha: float = 100.0) -> LIFRefracParameters:
     """The workshop's neuron parameters: v_leak = 1, v_th = 1, refractory reset 10 steps, Norse's taus."""
-    require_choice("method", method, SURROGATES)
+    method = require_choice("method", method, SURROGATES)
     alpha = require_positive_float("alpha", alpha)
     lif = LIFParameters(v_leak=torch.as_tensor(1.0), method=method, alpha=torch.as_tensor(alpha))
     return LIFRefracParameters(lif, rho_reset=torch.as_tensor(10.0))
@@ -95,8 +95,11 @@ class RefractoryLIFNetwork(torch.nn.Module):
         self.backend = require_choice("backend", backend, BACKENDS)
         self.p = parameters if parameters is not None else notebook_parameters()
         require_choice("method", self.p.lif.method, SURROGATES)
-        self.v_init = float(v_init)
+        self.v_init = require_float("v_init", v_init)
         self.dt = require_positive_float("dt", dt)
+        weight_count = self.neurons * (self.input_features + self.neurons)
+        require_memory(f"the weights of N = {self.neurons} neurons with H = {self.input_features} inputs",
+                       4 * weight_count)
         weights = {} if generator is None else _initial_weights(self.input_features, self.neurons, generator)
         self.cell = LIFRefracRecurrentCell(self.input_features, self.neurons, p=self.p, dt=self.dt, autapses=False,
                                            **weights)
