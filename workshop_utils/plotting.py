@@ -1,12 +1,10 @@
 """Figures of the workshop: the target distribution and the three-panel result figure."""
 
-import os
-import tempfile
-from pathlib import Path
-from typing import Optional, Sequence, Tuple
-
 import math
 import numbers
+import os
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -26,7 +24,7 @@ from .checks import (
     require_readout_size,
 )
 from .distribution import state_labels
-from .paths import current_umask
+from .paths import replace_file
 
 TRACE_SPACING = 1.2  # vertical offset between the membrane traces of panel A
 
@@ -203,13 +201,5 @@ def save_figure(fig, path, dpi: int = 150) -> Path:
         raise ValueError(f"path {str(path)!r} is a directory, not a file")
     dpi = require_positive_float("dpi", dpi)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(handle)
-    try:
-        fig.savefig(temporary, dpi=dpi, bbox_inches="tight")
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
+    # the temporary file ends in the suffix too: matplotlib chooses the format by it
+    return replace_file(path, lambda name: fig.savefig(name, dpi=dpi, bbox_inches="tight"), suffix=path.suffix)

@@ -11,14 +11,12 @@ directory at a time.
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Mapping
 
 import torch
 
-from .paths import current_umask
+from .paths import replace_file
 from .results_io import package_versions
 
 SUFFIX = ".json"
@@ -52,21 +50,10 @@ def row_path(directory, config, key: str) -> Path:
 
 
 def write_row_file(path: Path, description: Dict, key: str, row: Dict) -> None:
-    """Write the row with what decided it: into a temporary file beside ``path``, then renamed onto
-    ``path`` (``os.replace``), so a reader finds the whole file or none."""
+    """Write the row with what decided it, as a whole (:func:`~workshop_utils.paths.replace_file`)."""
     record = {"key": key, **description, "row": row, "versions": package_versions()}
     text = json.dumps(record, indent=1) + "\n"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=LEFTOVER_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp makes it private
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    replace_file(path, lambda name: Path(name).write_text(text), suffix=LEFTOVER_SUFFIX)
 
 
 def read_row_file(path: Path, description: Dict, key: str) -> Dict:
