@@ -92,6 +92,21 @@ def test_dense_and_weighted_input(kind):
     assert_gradients_close(result)
 
 
+@requires_numba
+@pytest.mark.parametrize("N, B", [(8, 1), (16, 2), (24, 3), (40, 5), (72, 4), (13, 7)])
+def test_every_lane_layout_and_odd_batches(N, B):
+    """The kernels add rows in blocks of up to 4 eight-lane vectors, then 1-3 vectors, then single
+    lanes (simd.gather, simd.scatter), and the forward pass takes two chains at once (simd.gather2),
+    the last one alone in an odd batch: every such layout follows Norse (0/1 and weighted input)."""
+    generator = torch.Generator().manual_seed(N * 10 + B)
+    x = (torch.rand(150, B, 40, generator=generator) < 0.3).float()
+    x[:, ::2] *= torch.rand(150, (B + 1) // 2, 40, generator=generator) * 2  # weighted input in every other chain
+    w_in, w_rec = network(40, N, N + B, scale=0.5)
+    result = compare_gradients("numba", x, w_in, w_rec, notebook_parameters(), 1e-3, state_of(B, N), every_output)
+    assert result.comparison.compared_steps > 0.5 * result.comparison.total_steps
+    assert_gradients_close(result)
+
+
 def test_spikes_in_the_state_are_values_not_flags():
     """Issue #11, defect 2: z0 = 0.5 contributes 0.5 W_rec, as in Norse: v = [0, 0.05], i = [0, 0.4]."""
     p = LIFRefracParameters(LIFParameters())

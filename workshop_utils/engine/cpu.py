@@ -26,7 +26,7 @@ not the other (``tests/equivalence.py`` checks that such flips happen only there
 1. :func:`_spike_lists` lists, per step and chain, the inputs that are not zero (the input, up to
    T x B x H floats, is read once, in memory order, split into blocks of steps);
 2. :func:`_forward` iterates the step for a range of chains, adding one weight row per listed input
-   and per spike of the previous step (:func:`_add_rows`, eight lanes at a time, :mod:`.simd`);
+   and per spike of the previous step (:func:`_add_rows`: the partial sums in registers, :mod:`.simd`);
 3. :func:`_backward` runs BPTT, the adjoint dj of every step's current jump, and sums the weight
    gradients ``dW_in = sum dj x^T`` and ``dW_rec = sum dj z^T`` over the listed inputs and spikes.
    Its surrogate gradients are Norse 1.1.0's ("tanh", "heavi_erfc", "super") wherever Norse applies
@@ -147,22 +147,26 @@ def _add_rows(y, i, x, rows, start, stop, scale, scaled):
     """y[i] += s_r x[r] for r = rows[start], ..., rows[stop - 1], added to y[i] one after the other;
     s_r = scale[r] if ``scaled``, else 1 (for 0/1 inputs: 1 x = x exactly). y, x: [., N]."""
     N = y.shape[1]
-    vectors = N - N % simd.WIDTH  # lanes n < vectors in 8-lane vectors, the rest one by one
-    one = np.float32(1.0)
-    q = start
-    while q + 4 <= stop:  # four rows per pass over y[i]: fewer loads and stores of it
-        r0, r1, r2, r3 = rows[q], rows[q + 1], rows[q + 2], rows[q + 3]
-        s0, s1, s2, s3 = (scale[r0], scale[r1], scale[r2], scale[r3]) if scaled else (one, one, one, one)
-        simd.add4(y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, vectors)
-        for n in range(vectors, N):
-            y[i, n] = (((y[i, n] + s0 * x[r0, n]) + s1 * x[r1, n]) + s2 * x[r2, n]) + s3 * x[r3, n]
-        q += 4
-    for q in range(q, stop):
-        r = rows[q]
-        s = scale[r] if scaled else one
-        simd.add1(y, i, x, r, s, vectors)
-        for n in range(vectors, N):
-            y[i, n] += s * x[r, n]
+    vectors = N - N % simd.WIDTH  # lanes n < vectors in 8-lane vectors (:func:`simd.gather`), the rest one by one
+    simd.gather(y, i, x, rows, start, stop, scale, scaled, vectors)
+    for n in range(vectors, N):
+        for q in range(start, stop):
+            r = rows[q]
+            y[i, n] += (scale[r] if scaled else np.float32(1.0)) * x[r, n]
+
+
+@functools.partial(jit, inline=True)
+def _add_rows2(y, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled):
+    """:func:`_add_rows` into y[0] (rows[start0:stop0], scale0) and y[1] (rows[start1:stop1], scale1)
+    at once (:func:`simd.gather2`), each summed in the same order as alone."""
+    N = y.shape[1]
+    vectors = N - N % simd.WIDTH
+    simd.gather2(y, 0, 1, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled, vectors)
+    for n in range(vectors, N):
+        for q in range(start0, stop0):
+            y[0, n] += (scale0[rows[q]] if scaled else np.float32(1.0)) * x[rows[q], n]
+        for q in range(start1, stop1):
+            y[1, n] += (scale1[rows[q]] if scaled else np.float32(1.0)) * x[rows[q], n]
 
 
 @functools.partial(jit, inline=True)
@@ -170,12 +174,11 @@ def _add_to_rows(y, rows, start, stop, scale, scaled, x, i):
     """y[r] += s_r x[i] for r = rows[start], ..., rows[stop - 1] (s_r as in :func:`_add_rows`)."""
     N = y.shape[1]
     vectors = N - N % simd.WIDTH
-    for q in range(start, stop):
-        r = rows[q]
-        s = scale[r] if scaled else np.float32(1.0)
-        simd.add1(y, r, x, i, s, vectors)
-        for n in range(vectors, N):
-            y[r, n] += s * x[i, n]
+    simd.scatter(y, rows, start, stop, scale, scaled, x, i, vectors)
+    for n in range(vectors, N):
+        for q in range(start, stop):
+            r = rows[q]
+            y[r, n] += (scale[r] if scaled else np.float32(1.0)) * x[i, n]
 
 
 @jit
@@ -191,38 +194,64 @@ def _forward(b0, b1, x, indices, starts, stops, binary, w_in_t, w_rec_t, state0,
     T = x.shape[0]
     N = w_in_t.shape[1]
     zero, one = np.float32(0.0), np.float32(1.0)
-    z, v, i, rho = state0[Z, b0:b1].copy(), state0[V, b0:b1].copy(), state0[I, b0:b1].copy(), state0[RHO, b0:b1].copy()
-    current = np.empty((1, N), np.float32)
-    recurrent = np.empty((1, N), np.float32)
+    # Each step in two phases: the currents of every chain, then one loop over all chains' neurons, on
+    # flat arrays of the kernel's own, which LLVM knows alias nothing else, so that it compiles to
+    # vector instructions (the outputs are copied out afterwards).
+    L = b1 - b0
+    z = state0[Z, b0:b1].copy().reshape(-1)  # [L * N]
+    v = state0[V, b0:b1].copy().reshape(-1)
+    i = state0[I, b0:b1].copy().reshape(-1)
+    rho = state0[RHO, b0:b1].copy().reshape(-1)
+    prm = params[:, b0:b1].copy().reshape(7, -1)  # [7, L * N]
+    a, c, v_leak, v_th, v_reset, rho_reset = prm[A], prm[C], prm[V_LEAK], prm[V_TH], prm[V_RESET], prm[RHO_RESET]
+    # this step's z', rho', Theta(rho'), v', v~: one array each (stores to one array's rows might alias)
+    z_new, rho_new, ref_new, v_new, vd_new = (np.empty(L * N, np.float32), np.empty(L * N, np.float32),
+                                              np.empty(L * N, np.float32), np.empty(L * N, np.float32),
+                                              np.empty(L * N, np.float32))
+    current = np.zeros((L, N), np.float32)  # I_in
+    recurrent = np.zeros((L, N), np.float32)  # I_rec
     spiking = np.empty(N, np.int64)  # the neurons k with z_k != 0
     for t in range(T):
-        for l in range(b1 - b0):
+        current[:] = zero
+        recurrent[:] = zero
+        for l in range(0, L, 2):  # I_in: the listed inputs in ascending order, two chains at once where there are two
             b = b0 + l
-            current[:] = zero  # I_in: the listed inputs in ascending order
-            _add_rows(current, 0, w_in_t, indices, starts[t, b], stops[t, b], x[t, b], not binary)
-            count = 0  # I_rec: the spikes of the previous step in ascending order
+            if l + 1 < L:
+                _add_rows2(current[l:l + 2], w_in_t, indices, starts[t, b], stops[t, b], starts[t, b + 1],
+                           stops[t, b + 1], x[t, b], x[t, b + 1], not binary)
+            else:
+                _add_rows(current, l, w_in_t, indices, starts[t, b], stops[t, b], x[t, b], not binary)
+        for l in range(L):  # I_rec: the spikes of the previous step in ascending order
+            count = 0
             for k in range(N):
                 spiking[count] = k
-                count += z[l, k] != zero
-            recurrent[:] = zero
-            _add_rows(recurrent, 0, w_rec_t, spiking, 0, count, z[l], True)
-            for n in range(N):  # branch-free selects: spikes are too irregular for branch prediction
-                j = (i[l, n] + current[0, n]) + recurrent[0, n]
-                v_decayed = v[l, n] + params[A, b, n] * ((params[V_LEAK, b, n] - v[l, n]) + j)
-                i[l, n] = j + params[C, b, n] * j
-                refractory = rho[l, n] > zero  # m
-                fired = v_decayed - params[V_TH, b, n] > zero  # z~
-                spike = fired and not refractory  # z'
-                v_lif = params[V_RESET, b, n] if fired else v_decayed
-                v[l, n] = v[l, n] if refractory else v_lif
-                counted = max(rho[l, n] - (one if refractory else zero), zero)
-                rho[l, n] = params[RHO_RESET, b, n] if spike else counted
-                z[l, n] = one if spike else zero
-                z_out[t, b, n] = z[l, n]
-                rho_out[t, b, n] = rho[l, n]
-                ref_out[t, b, n] = one if rho[l, n] > zero else zero
-                v_out[t, b, n] = v[l, n]
-                vd_out[t, b, n] = v_decayed
+                count += z[l * N + k] != zero
+            _add_rows(recurrent, l, w_rec_t, spiking, 0, count, z[l * N:(l + 1) * N], True)
+        drive = current.reshape(-1)
+        feedback = recurrent.reshape(-1)
+        for e in range(L * N):  # branch-free selects: spikes are too irregular for branch prediction
+            j = (i[e] + drive[e]) + feedback[e]
+            v_decayed = v[e] + a[e] * ((v_leak[e] - v[e]) + j)
+            i[e] = j + c[e] * j
+            refractory = rho[e] > zero  # m
+            fired = v_decayed - v_th[e] > zero  # z~
+            spike = fired & (not refractory)  # z'
+            v_lif = v_reset[e] if fired else v_decayed
+            v[e] = v[e] if refractory else v_lif
+            counted = max(rho[e] - (one if refractory else zero), zero)
+            rho[e] = rho_reset[e] if spike else counted
+            z[e] = one if spike else zero
+            z_new[e] = z[e]
+            rho_new[e] = rho[e]
+            ref_new[e] = one if rho[e] > zero else zero
+            v_new[e] = v[e]
+            vd_new[e] = v_decayed
+        z_out[t, b0:b1] = z_new.reshape(L, N)
+        rho_out[t, b0:b1] = rho_new.reshape(L, N)
+        ref_out[t, b0:b1] = ref_new.reshape(L, N)
+        v_out[t, b0:b1] = v_new.reshape(L, N)
+        vd_out[t, b0:b1] = vd_new.reshape(L, N)
+    i = i.reshape(L, N)
     i_final[b0:b1] = i
 
 
@@ -244,58 +273,82 @@ def _backward(g0, g1, bounds, x, indices, starts, stops, binary, w_rec, z_rec, r
     T, B, N = z_rec.shape
     zero, one = np.float32(0.0), np.float32(1.0)
     b0, b1 = bounds[g0], bounds[g1]
+    # Each step in phases over all chains b0 <= b < b1 at once, on flat [L * N] arrays of the kernel's
+    # own (which LLVM knows alias nothing else, so that the adjoint loop compiles to vector
+    # instructions): W_rec^T dj_{t+1}, the records of step t, the surrogates, the adjoint, the
+    # recurrent-weight gradient (chain by chain, in group order).
+    L = b1 - b0
     neurons = np.arange(N)
-    lz = np.empty((1, N), np.float32)
     spiking = np.empty(N, np.int64)  # the neurons k with z_k != 0 at the previous step, and z
     z_prev = np.empty(N, np.float32)
-    sigma_new, sigma_spike = np.empty(N, np.float32), np.empty(N, np.float32)  # surrogates of Theta(rho'), z~
-    lv = np.zeros((b1 - b0, N), np.float32)
-    lrho = np.zeros((b1 - b0, N), np.float32)
-    li = g_final[1, b0:b1].copy()
-    sigma_rho = np.empty((b1 - b0, N), np.float32)  # the surrogate of Theta(rho') at step t, kept for t - 1
-    for l in range(b1 - b0):
+    prm = params[:, b0:b1].copy().reshape(7, -1)  # [7, L * N]
+    lz = np.zeros((L, N), np.float32)  # the adjoint of z'_t
+    lv = np.zeros(L * N, np.float32)
+    lrho = np.zeros(L * N, np.float32)
+    li = g_final[1, b0:b1].copy().reshape(-1)
+    step = np.zeros((7, L * N), np.float32)  # of step t: z', rho, v (before the step), v~, and the output gradients
+    Z_NEW, RHO_PREV, V_PREV, V_DEC, G_RHO, G_REF, G_V = range(7)
+    sigma_new = np.empty(L * N, np.float32)  # surrogate of Theta(rho') at step t
+    sigma_spike = np.empty(L * N, np.float32)  # of the threshold z~
+    sigma_rho = np.empty(L * N, np.float32)  # of Theta(rho') at step t, kept for t - 1
+    dj_t = np.empty(L * N, np.float32)
+    for l in range(L):
         for n in range(N):
-            sigma_rho[l, n] = _surrogate(rho_rec[T - 1, b0 + l, n], method, params[ALPHA, b0 + l, n])
+            sigma_rho[l * N + n] = _surrogate(rho_rec[T - 1, b0 + l, n], method, params[ALPHA, b0 + l, n])
     for t in range(T - 1, -1, -1):
+        for l in range(L):
+            b = b0 + l
+            if t == T - 1:  # the adjoint of z'_t: of the final state's z, or through the next step's current
+                lz[l] = g_final[0, b]
+            else:
+                lz[l] = zero
+                _add_rows(lz, l, w_rec, neurons, 0, N, dj[t + 1, b], True)  # W_rec^T dj_{t+1}
+            e = l * N
+            step[Z_NEW, e:e + N] = z_rec[t, b]
+            step[RHO_PREV, e:e + N] = state0[RHO, b] if t == 0 else rho_rec[t - 1, b]
+            step[V_PREV, e:e + N] = state0[V, b] if t == 0 else v_rec[t - 1, b]
+            step[V_DEC, e:e + N] = vd_rec[t, b]
+            if given[0]:
+                step[G_RHO, e:e + N] = g_rho[t, b]
+            if given[1]:
+                step[G_REF, e:e + N] = g_ref[t, b]
+            if given[2]:
+                step[G_V, e:e + N] = g_v[t, b]
+        lz_flat = lz.reshape(-1)
+        for e in range(L * N):  # the surrogates, in a loop of their own: branches, tanh or exp near 0 only
+            alpha = prm[ALPHA, e]
+            rho_prev = step[RHO_PREV, e]
+            sigma_new[e] = sigma_rho[e]  # of Theta(rho') at step t
+            sigma_rho[e] = _surrogate(rho_prev, method, alpha)  # of Theta(rho), step t - 1's rho'
+            threshold = step[V_DEC, e] - prm[V_TH, e]
+            sigma_spike[e] = zero if rho_prev > zero else _surrogate(threshold, method, alpha)
+        for e in range(L * N):
+            rho_prev = step[RHO_PREV, e]
+            v_prev = step[V_PREV, e]
+            v_decayed = step[V_DEC, e]
+            lv_n = lv[e] + step[G_V, e]  # (the output gradients are 0 where the loss does not use them)
+            lrho_n = lrho[e] + step[G_RHO, e]
+            lrho_n += step[G_REF, e] * sigma_new[e]  # the readout Theta(rho')
+            refractory = rho_prev > zero  # m
+            fired = v_decayed - prm[V_TH, e] > zero  # z~
+            # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
+            rho_in = rho_prev - (one if refractory else zero)
+            lz_n = lz_flat[e] + lrho_n * (prm[RHO_RESET, e] - max(rho_in, zero))
+            d_rho_in = lrho_n * (one - step[Z_NEW, e]) if rho_in > zero else zero
+            # z' = (1 - m) z~;  v' = (1 - m) v_lif + m v,  v_lif = (1 - z~) v~ + z~ v_reset (z~ detached)
+            d_m = -d_rho_in - (lz_n if fired else zero)
+            v_lif = prm[V_RESET, e] if fired else v_decayed
+            d_m += lv_n * (v_prev - v_lif)
+            d_vd = (zero if (refractory or fired) else lv_n) + lz_n * sigma_spike[e]
+            # m = Theta(rho);  v~ = v + a ((v_leak - v) + j);  i' = j + c j
+            lrho[e] = d_rho_in + d_m * sigma_rho[e]
+            dj_t[e] = li[e] + prm[C, e] * li[e] + prm[A, e] * d_vd
+            lv[e] = (lv_n if refractory else zero) + d_vd - prm[A, e] * d_vd
+            li[e] = dj_t[e]
+        dj[t, b0:b1] = dj_t.reshape(L, N)
+        # j = i + W_in x + W_rec z_{t-1}: the weight gradients over the listed inputs and the spikes
         for g in range(g0, g1):
             for b in range(bounds[g], bounds[g + 1]):
-                l = b - b0
-                if t == T - 1:  # the adjoint of z'_t: of the final state's z, or through the next step's current
-                    lz[0] = g_final[0, b]
-                else:
-                    lz[:] = zero
-                    _add_rows(lz, 0, w_rec, neurons, 0, N, dj[t + 1, b], True)  # W_rec^T dj_{t+1}
-                for n in range(N):  # the surrogates, in a loop of their own: branches, tanh or exp near 0 only
-                    alpha = params[ALPHA, b, n]
-                    rho_prev = state0[RHO, b, n] if t == 0 else rho_rec[t - 1, b, n]
-                    sigma_new[n] = sigma_rho[l, n]  # of Theta(rho') at step t
-                    sigma_rho[l, n] = _surrogate(rho_prev, method, alpha)  # of Theta(rho), step t - 1's rho'
-                    threshold = vd_rec[t, b, n] - params[V_TH, b, n]
-                    sigma_spike[n] = zero if rho_prev > zero else _surrogate(threshold, method, alpha)
-                for n in range(N):
-                    rho_prev = state0[RHO, b, n] if t == 0 else rho_rec[t - 1, b, n]
-                    v_prev = state0[V, b, n] if t == 0 else v_rec[t - 1, b, n]
-                    v_decayed = vd_rec[t, b, n]
-                    lv_n = lv[l, n] + (g_v[t, b, n] if given[2] else zero)
-                    lrho_n = lrho[l, n] + (g_rho[t, b, n] if given[0] else zero)
-                    lrho_n += g_ref[t, b, n] * sigma_new[n] if given[1] else zero  # the readout Theta(rho')
-                    refractory = rho_prev > zero  # m
-                    fired = v_decayed - params[V_TH, b, n] > zero  # z~
-                    # rho' = (1 - z') relu(rho - m) + z' rho_reset   (relu has gradient 0 at 0)
-                    rho_in = rho_prev - (one if refractory else zero)
-                    lz_n = lz[0, n] + lrho_n * (params[RHO_RESET, b, n] - max(rho_in, zero))
-                    d_rho_in = lrho_n * (one - z_rec[t, b, n]) if rho_in > zero else zero
-                    # z' = (1 - m) z~;  v' = (1 - m) v_lif + m v,  v_lif = (1 - z~) v~ + z~ v_reset (z~ detached)
-                    d_m = -d_rho_in - (lz_n if fired else zero)
-                    v_lif = params[V_RESET, b, n] if fired else v_decayed
-                    d_m += lv_n * (v_prev - v_lif)
-                    d_vd = (zero if (refractory or fired) else lv_n) + lz_n * sigma_spike[n]
-                    # m = Theta(rho);  v~ = v + a ((v_leak - v) + j);  i' = j + c j
-                    lrho[l, n] = d_rho_in + d_m * sigma_rho[l, n]
-                    dj[t, b, n] = li[l, n] + params[C, b, n] * li[l, n] + params[A, b, n] * d_vd
-                    lv[l, n] = (lv_n if refractory else zero) + d_vd - params[A, b, n] * d_vd
-                    li[l, n] = dj[t, b, n]
-                # j = i + W_in x + W_rec z_{t-1}: the weight gradients over the listed inputs and the spikes
                 count = 0
                 for k in range(N):
                     z_prev[k] = state0[Z, b, k] if t == 0 else z_rec[t - 1, b, k]
@@ -308,10 +361,10 @@ def _backward(g0, g1, bounds, x, indices, starts, stops, binary, w_rec, z_rec, r
             for b in range(bounds[g], bounds[g + 1]):
                 _add_to_rows(grad, indices, starts[t, b], stops[t, b], x[t, b], not binary, dj[t], b)
     for b in range(b0, b1):  # the initial state; z entered j_0 through W_rec
-        l = b - b0
-        grad_state0[V, b] = lv[l]
-        grad_state0[I, b] = li[l]
-        grad_state0[RHO, b] = lrho[l]
+        e = (b - b0) * N
+        grad_state0[V, b] = lv[e:e + N]
+        grad_state0[I, b] = li[e:e + N]
+        grad_state0[RHO, b] = lrho[e:e + N]
         grad_state0[Z, b] = zero
         _add_rows(grad_state0[Z], b, w_rec, neurons, 0, N, dj[0, b], True)
 

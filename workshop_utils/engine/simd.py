@@ -7,12 +7,20 @@ lane is an ordinary float32 multiply and add (IEEE, no fused multiply-add), in t
 the results are bit for bit those of the scalar loop, on every CPU (LLVM maps the 8 lanes onto
 whatever vector registers the CPU has, or onto scalar code).
 
-- ``add4(y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, lanes)``: for n < lanes,
-  ``y[i, n] = (((y[i, n] + s0 x[r0, n]) + s1 x[r1, n]) + s2 x[r2, n]) + s3 x[r3, n]``
-- ``add1(y, i, x, r, s, lanes)``: ``y[i, n] += s x[r, n]`` for n < lanes
+- ``gather(y, i, x, rows, start, stop, scale, scaled, lanes)``: for n < lanes,
+  ``y[i, n] = ((y[i, n] + s_0 x[r_0, n]) + s_1 x[r_1, n]) + ...`` over r_q = rows[q],
+  start <= q < stop, with s_q = scale[r_q] if ``scaled`` else 1 (then no multiply: 1 x = x exactly).
+  The partial sums of up to 32 lanes stay in registers for the whole list (four independent
+  8-lane additions per row), so a row costs one addition's latency, not a store and a reload.
+- ``gather2(y, i0, i1, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled, lanes)``: gather
+  into y[i0] (rows[start0:stop0], scale0) and y[i1] (rows[start1:stop1], scale1) at once, each in its
+  own order as gather adds it: two independent sets of partial sums hide the additions' latency.
+- ``scatter(y, rows, start, stop, scale, scaled, x, i, lanes)``: ``y[r_q, n] += s_q x[i, n]`` for
+  n < lanes and each listed row in turn (x[i] is loaded once per 32 lanes).
 
-``y`` and ``x`` are C-contiguous 2-d float32 arrays; ``lanes`` is a multiple of 8 no larger than
-their rows, and the row indices are valid: the caller guarantees it, nothing is checked.
+``y`` and ``x`` are C-contiguous 2-d float32 arrays, ``rows`` a C-contiguous 1-d integer array and
+``scale`` a C-contiguous 1-d float32 array; ``lanes`` is a multiple of 8 no larger than the rows of y
+and x, and the row indices are valid: the caller guarantees it, nothing is checked.
 
 Listing the inputs that spiked reads every input once; a scalar loop needs about 1.6 cycles per
 input, three times what the memory allows. Where the CPU has AVX2 (:data:`AVX2`; every x86 CPU since
@@ -62,41 +70,181 @@ if numba is not None:  # without numba the kernels never run, and nothing here i
             vector = builder.insert_element(vector, value, ir.Constant(ir.IntType(32), lane))
         return vector
 
-    def _add_rows_codegen(rows: int):
-        def codegen(context, builder, signature, args):
-            (y_type, i_type, x_type), (y, i, x) = signature.args[:3], args[:3]
-            index = lambda k: context.cast(builder, args[k], signature.args[k], types.intp)  # noqa: E731
-            target = _row(context, builder, y_type, y, index(1))
-            sources = [_row(context, builder, x_type, x, index(3 + k)) for k in range(rows)]
-            scales = [_splat(builder, context.cast(builder, args[3 + rows + k], signature.args[3 + rows + k],
-                                                   types.float32)) for k in range(rows)]
-            count = builder.sdiv(index(3 + 2 * rows), ir.Constant(ir.IntType(64), WIDTH))
-            with cgutils.for_range(builder, count) as loop:
-                offset = builder.mul(loop.index, ir.Constant(ir.IntType(64), WIDTH))
-                lanes = lambda pointer: builder.bitcast(builder.gep(pointer, [offset]), _VECTOR.as_pointer())  # noqa
-                total = builder.load(lanes(target), align=4)
-                for source, scale in zip(sources, scales):
-                    total = builder.fadd(total, builder.fmul(scale, builder.load(lanes(source), align=4)))
-                builder.store(total, lanes(target), align=4)
-            return context.get_dummy_value()
+    _I64 = ir.IntType(64)
+    BLOCK = 4  # vectors of 8 lanes whose partial sums a row loop keeps in registers
 
-        return codegen
+    def _pointer(builder, array, index):
+        """Pointer to element ``index`` of a C-contiguous array (its data, as a flat array)."""
+        return builder.gep(array.data, [index])
 
-    def _check(y, x):
+    def _vectors(builder, pointer, count):
+        """Pointers to ``count`` consecutive 8-lane vectors from ``pointer`` on."""
+        return [builder.bitcast(builder.gep(pointer, [ir.Constant(_I64, WIDTH * k)]), _VECTOR.as_pointer())
+                for k in range(count)]
+
+    def _blocks(builder, lanes, emit):
+        """Calls emit(offset, vectors) for the lanes [0, lanes) in blocks of BLOCK vectors, then one
+        block of the 1 to BLOCK - 1 vectors left (lanes is a multiple of WIDTH)."""
+        whole = builder.sdiv(lanes, ir.Constant(_I64, WIDTH * BLOCK))
+        with cgutils.for_range(builder, whole) as loop:
+            emit(builder.mul(loop.index, ir.Constant(_I64, WIDTH * BLOCK)), BLOCK)
+        offset = builder.mul(whole, ir.Constant(_I64, WIDTH * BLOCK))
+        left = builder.sdiv(builder.sub(lanes, offset), ir.Constant(_I64, WIDTH))
+        for count in range(1, BLOCK):
+            with builder.if_then(builder.icmp_signed("==", left, ir.Constant(_I64, count))):
+                emit(offset, count)
+
+    def _rows_loop(context, builder, signature, args, rows_at, scale_at, scaled_at, body):
+        """Loops q over [start, stop) (the arguments after ``rows_at``) and calls body(r, s), r = rows[q]
+        as intp, s = the splat scale[r] (``scaled``) or None, in two loops: with and without scale."""
+        rows = context.make_array(signature.args[rows_at])(context, builder, args[rows_at])
+        scale = context.make_array(signature.args[scale_at])(context, builder, args[scale_at])
+        start, stop = (context.cast(builder, args[k], signature.args[k], types.intp) for k in (rows_at + 1, rows_at + 2))
+        scaled = context.cast(builder, args[scaled_at], signature.args[scaled_at], types.boolean)
+
+        def loop(with_scale):
+            with cgutils.for_range_slice(builder, start, stop, ir.Constant(_I64, 1)) as (q, _):
+                r = builder.load(_pointer(builder, rows, q))
+                r = builder.sext(r, _I64) if r.type.width < 64 else r
+                s = _splat(builder, builder.load(_pointer(builder, scale, r))) if with_scale else None
+                body(r, s)
+
+        with builder.if_else(scaled) as (then, otherwise):
+            with then:
+                loop(True)
+            with otherwise:
+                loop(False)
+
+    def _gather_codegen(context, builder, signature, args):
+        y_type, x_type = signature.args[0], signature.args[2]
+        target = _row(context, builder, y_type, args[0], context.cast(builder, args[1], signature.args[1], types.intp))
+        x = context.make_array(x_type)(context, builder, args[2])
+        columns = cgutils.unpack_tuple(builder, x.shape, 2)[1]
+        lanes = context.cast(builder, args[8], signature.args[8], types.intp)
+        partial = [cgutils.alloca_once(builder, _VECTOR) for _ in range(BLOCK)]  # promoted to registers
+
+        def emit(offset, count):
+            targets = _vectors(builder, builder.gep(target, [offset]), count)
+            for k in range(count):
+                builder.store(builder.load(targets[k], align=4), partial[k])
+
+            def add(r, s):
+                source = _vectors(builder, builder.gep(x.data, [builder.add(builder.mul(r, columns), offset)]), count)
+                for k in range(count):
+                    value = builder.load(source[k], align=4)
+                    value = builder.fmul(s, value) if s is not None else value
+                    builder.store(builder.fadd(builder.load(partial[k]), value), partial[k])
+
+            _rows_loop(context, builder, signature, args, 3, 6, 7, add)
+            for k in range(count):
+                builder.store(builder.load(partial[k]), targets[k], align=4)
+
+        _blocks(builder, lanes, emit)
+        return context.get_dummy_value()
+
+    def _gather2_codegen(context, builder, signature, args):
+        """gather for two targets y[i0], y[i1] with their own row ranges and scales, interleaved: the
+        rows they have in common in one loop (twice the independent additions), then the rest of each."""
+        sig = signature.args
+        cast = lambda k, to: context.cast(builder, args[k], sig[k], to)  # noqa: E731
+        targets0 = _row(context, builder, sig[0], args[0], cast(1, types.intp))
+        targets1 = _row(context, builder, sig[0], args[0], cast(2, types.intp))
+        x = context.make_array(sig[3])(context, builder, args[3])
+        columns = cgutils.unpack_tuple(builder, x.shape, 2)[1]
+        rows = context.make_array(sig[4])(context, builder, args[4])
+        start0, stop0, start1, stop1 = (cast(k, types.intp) for k in (5, 6, 7, 8))
+        scales = [context.make_array(sig[k])(context, builder, args[k]) for k in (9, 10)]
+        scaled = cast(11, types.boolean)
+        lanes = cast(12, types.intp)
+        length0, length1 = builder.sub(stop0, start0), builder.sub(stop1, start1)
+        common = builder.select(builder.icmp_signed("<", length0, length1), length0, length1)
+        partial = [[cgutils.alloca_once(builder, _VECTOR) for _ in range(BLOCK)] for _ in range(2)]
+
+        def emit(offset, count):
+            pointers = [_vectors(builder, builder.gep(target, [offset]), count) for target in (targets0, targets1)]
+            for side in range(2):
+                for k in range(count):
+                    builder.store(builder.load(pointers[side][k], align=4), partial[side][k])
+
+            def add(side, q, with_scale):
+                r = builder.load(_pointer(builder, rows, q))
+                r = builder.sext(r, _I64) if r.type.width < 64 else r
+                s = _splat(builder, builder.load(_pointer(builder, scales[side], r))) if with_scale else None
+                source = _vectors(builder, builder.gep(x.data, [builder.add(builder.mul(r, columns), offset)]), count)
+                for k in range(count):
+                    value = builder.load(source[k], align=4)
+                    value = builder.fmul(s, value) if s is not None else value
+                    builder.store(builder.fadd(builder.load(partial[side][k]), value), partial[side][k])
+
+            def loops(with_scale):
+                with cgutils.for_range(builder, common) as loop:
+                    add(0, builder.add(start0, loop.index), with_scale)
+                    add(1, builder.add(start1, loop.index), with_scale)
+                for side, (start, stop) in enumerate(((start0, stop0), (start1, stop1))):
+                    with cgutils.for_range_slice(builder, builder.add(start, common), stop, ir.Constant(_I64, 1)) as (q, _):
+                        add(side, q, with_scale)
+
+            with builder.if_else(scaled) as (then, otherwise):
+                with then:
+                    loops(True)
+                with otherwise:
+                    loops(False)
+            for side in range(2):
+                for k in range(count):
+                    builder.store(builder.load(partial[side][k]), pointers[side][k], align=4)
+
+        _blocks(builder, lanes, emit)
+        return context.get_dummy_value()
+
+    def _scatter_codegen(context, builder, signature, args):
+        y_type, x_type = signature.args[0], signature.args[6]
+        y = context.make_array(y_type)(context, builder, args[0])
+        columns = cgutils.unpack_tuple(builder, y.shape, 2)[1]
+        source = _row(context, builder, x_type, args[6], context.cast(builder, args[7], signature.args[7], types.intp))
+        lanes = context.cast(builder, args[8], signature.args[8], types.intp)
+
+        def emit(offset, count):
+            values = [builder.load(pointer, align=4) for pointer in _vectors(builder, builder.gep(source, [offset]), count)]
+
+            def add(r, s):
+                targets = _vectors(builder, builder.gep(y.data, [builder.add(builder.mul(r, columns), offset)]), count)
+                for k in range(count):
+                    value = builder.fmul(s, values[k]) if s is not None else values[k]
+                    builder.store(builder.fadd(builder.load(targets[k], align=4), value), targets[k], align=4)
+
+            _rows_loop(context, builder, signature, args, 1, 4, 5, add)
+
+        _blocks(builder, lanes, emit)
+        return context.get_dummy_value()
+
+    def _check(y, x, rows=None, scale=None):
         for array in (y, x):
             if not (isinstance(array, types.Array) and array.ndim == 2 and array.dtype == types.float32
                     and array.layout == "C"):
                 raise TypeError(f"simd: expected a C-contiguous 2-d float32 array, got {array}")
+        if not (isinstance(rows, types.Array) and rows.ndim == 1 and isinstance(rows.dtype, types.Integer)
+                and rows.layout == "C"):
+            raise TypeError(f"simd: expected a C-contiguous 1-d integer array of rows, got {rows}")
+        if not (isinstance(scale, types.Array) and scale.ndim == 1 and scale.dtype == types.float32
+                and scale.layout == "C"):
+            raise TypeError(f"simd: expected a C-contiguous 1-d float32 array of scales, got {scale}")
 
     @intrinsic
-    def add4(typingctx, y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, lanes):
-        _check(y, x)
-        return types.void(y, i, x, r0, r1, r2, r3, s0, s1, s2, s3, lanes), _add_rows_codegen(4)
+    def gather(typingctx, y, i, x, rows, start, stop, scale, scaled, lanes):
+        _check(y, x, rows, scale)
+        return types.void(y, i, x, rows, start, stop, scale, scaled, lanes), _gather_codegen
 
     @intrinsic
-    def add1(typingctx, y, i, x, r, s, lanes):
-        _check(y, x)
-        return types.void(y, i, x, r, s, lanes), _add_rows_codegen(1)
+    def gather2(typingctx, y, i0, i1, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled, lanes):
+        _check(y, x, rows, scale0)
+        _check(y, x, rows, scale1)
+        return (types.void(y, i0, i1, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled, lanes),
+                _gather2_codegen)
+
+    @intrinsic
+    def scatter(typingctx, y, rows, start, stop, scale, scaled, x, i, lanes):
+        _check(y, x, rows, scale)
+        return types.void(y, rows, start, stop, scale, scaled, x, i, lanes), _scatter_codegen
 
     def _has_avx2() -> bool:
         import llvmlite.binding
