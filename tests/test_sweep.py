@@ -31,10 +31,10 @@ from workshop_utils.sweep import main, parse_grid, read_grid
 distributed = pytest.importorskip("distributed")
 
 ROOT = Path(__file__).resolve().parents[1]
-# Large enough that the trained weights depend on how a batch's gradients are summed: at these sizes
-# the fast path's weight gradients differ in rounding when it splits the batch into 1, 2 or 4 blocks
-# (one per thread), and a row's weights_sha256 shows it. Given a target (no per-configuration target
-# run), a task takes about 0.1 s.
+# Large enough that the trained weights depend on the order in which a batch's gradients are summed
+# (16 chains: the fast path's gradient groups hold one chain each), so that a row's weights_sha256
+# would show any dependence on the worker or its thread count. Given a target (no per-configuration
+# target run), a task takes about 0.1 s.
 BASE = ExperimentConfig(neurons=16, input_features=64, batch_size=16, timesteps=200, epochs=2, k=2)
 CONFIGS = [BASE.replace(neurons=n, seed=s) for n in (8, 16) for s in (0, 1)]
 EVALUATION = dict(p_target=torch.tensor([0.1, 0.2, 0.3, 0.4]), steps=500, chains=4, noise_chains=8)
