@@ -145,6 +145,9 @@ def probability_panel(ax, p_sampled, p_target, p_long_run=None, width: float = 0
     ax.bar(positions + offsets[1], target, width, label="$p_t$ (target)", color="C1")
     if p_long_run is not None:
         ax.bar(positions + offsets[2], p_long_run, width, label="$p_s$ (long run)", color="C2")
+    tallest = max(float(high.max()), float(target.max()), 0.0 if p_long_run is None else float(p_long_run.max()))
+    if math.isfinite(tallest) and tallest > 0:
+        ax.set_ylim(0.0, 1.45 * tallest)  # room above the bars for the legend
     ax.legend(loc="upper right", fontsize="small")
 
 
