@@ -197,8 +197,28 @@ def test_a_killed_sweep_resumes_with_the_missing_configurations(tmp_path, count_
     with deadline(120):
         resumed = sweep(configs, progress=False, results_dir=rows_dir, **LONGER)
     assert len(count_trainings) == 8 - done
-    assert not list(rows_dir.glob(".*")), "no temporary file is left behind"
+    assert [path.name for path in rows_dir.glob(".*")] == [".sweep.lock"], "no temporary file is left behind"
     assert_same_rows(resumed, sweep(configs, progress=False, **LONGER))
+
+
+def test_a_second_sweep_into_the_same_directory_is_refused(tmp_path, count_trainings):
+    """One sweep per directory: while another process's sweep holds the directory's lock (here: this
+    test holds it), a sweep into it stops before training anything, saying so."""
+    from workshop_utils.paths import file_lock
+
+    with file_lock(tmp_path / ".sweep.lock"):
+        with pytest.raises(ValueError, match="in use by another sweep"):
+            sweep(CONFIGS[:2], progress=False, results_dir=tmp_path, **EVALUATION)
+    assert count_trainings == [] and not list(tmp_path.glob("*.json"))
+    assert len(sweep(CONFIGS[:1], progress=False, results_dir=tmp_path, **EVALUATION)) == 1  # free again
+
+
+@pytest.mark.parametrize("setting", [{"burn_in": -5}, {"chunk": 0}, {"group": 0}, {"steps": 0}, {"noise_chains": -1}])
+def test_a_bad_evaluation_setting_stops_the_sweep_before_any_training(setting, count_trainings):
+    name = next(iter(setting))
+    with pytest.raises(ValueError, match=f"^{name} must be"):
+        sweep(CONFIGS[:2], progress=False, **{**EVALUATION, **setting})
+    assert count_trainings == []
 
 
 def test_an_unreadable_row_file_is_reported_and_kept(tmp_path, count_trainings):
@@ -286,12 +306,17 @@ def test_the_command_line_runs_a_grid_file_on_dask_and_resumes(cluster, tmp_path
     ({"config": {"seed": 3}}, "config: seed and the section seeds exclude each other"),
     ({"grid": {"neurons": [4, 0]}}, "configuration {'neurons': 0}: .*neurons"),
     ({"grid": {"optimizer": ["adam", "lion"]}}, "configuration {'optimizer': 'lion'}: optimizer must be one of"),
-    ({"seeds": 0}, "seeds must be a count >= 1"),
-    ({"seeds": "3"}, "seeds must be a count >= 1"),
-    ({"seeds": [0, True]}, "seeds must be a count >= 1"),
+    ({"seeds": 0}, "seeds must be a count from 1"),
+    ({"seeds": "3"}, "seeds must be a count from 1"),
+    ({"seeds": [0, True]}, "seeds must be a count from 1"),
+    ({"seeds": 10**12}, "seeds must be a count from 1 to 100,000"),  # was a MemoryError after 370 MB
     ({"target": {"k": 3}}, "target: its k = 3, but the grid also has k = \\[2\\]"),
     ({"target": {"neuron": 4}}, "target: unknown field 'neuron'"),
     ({"evaluation": {"step": 10}}, "evaluation must be a mapping with settings among"),
+    ({"evaluation": {"burn_in": -5}}, "evaluation: burn_in must be"),  # was found after every training
+    ({"evaluation": {"chunk": 0}}, "evaluation: chunk must be"),
+    ({"evaluation": {"group": 0}}, "evaluation: group must be"),
+    ({"evaluation": {"steps": "abc"}}, "evaluation: steps must be"),
     ({"name": "../elsewhere"}, "name must be letters"),
     ({"epochs": 3}, "unknown section 'epochs'"),
 ])

@@ -3,6 +3,7 @@
 import hashlib
 import sys
 from concurrent.futures import Executor, as_completed
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -11,11 +12,26 @@ import torch
 
 from .checks import require_non_negative_int, require_positive_int
 from .evaluation import evaluate_fidelity
+from .paths import file_lock
 from .row_files import read_row_file, remove_leftovers, row_path, run_description, run_key, write_row_file
 from .progress import progress_bar
 from .training import ExperimentConfig, train
 
 LONG_RUN_SETTINGS = ("burn_in", "chunk", "group")
+
+
+def evaluation_settings(**settings) -> Dict:
+    """``train_and_evaluate``'s evaluation settings (steps, chains, noise_chains and the long-run
+    settings burn_in, chunk, group), checked and normalised, so that a wrong one stops a run or a
+    sweep before anything trains; raises a ``ValueError`` naming it."""
+    unknown = sorted(set(settings) - {"steps", "chains", "noise_chains", *LONG_RUN_SETTINGS})
+    if unknown:
+        raise ValueError(f"train_and_evaluate takes steps, chains, noise_chains and the long-run settings "
+                         f"{LONG_RUN_SETTINGS}, got {unknown}")
+    checks = dict(steps=require_positive_int, chains=require_positive_int, noise_chains=require_non_negative_int,
+                  burn_in=require_non_negative_int, chunk=require_positive_int, group=require_positive_int)
+    return {name: value if value is None and name == "group" else checks[name](name, value)
+            for name, value in settings.items()}
 
 
 def train_and_evaluate(
@@ -32,11 +48,9 @@ def train_and_evaluate(
     ``weights_sha256``, a digest of the trained weights (equal digests: the same network, bit for bit).
 
     ``long_run`` (burn_in, chunk, group) goes to :func:`~workshop_utils.evaluation.long_run_distribution`."""
-    unknown = sorted(set(long_run) - set(LONG_RUN_SETTINGS))
-    if unknown:
-        raise ValueError(f"train_and_evaluate takes the long-run settings {LONG_RUN_SETTINGS}, got {unknown}")
-    steps, chains = require_positive_int("steps", steps), require_positive_int("chains", chains)
-    noise_chains = require_non_negative_int("noise_chains", noise_chains)
+    settings = evaluation_settings(steps=steps, chains=chains, noise_chains=noise_chains, **long_run)
+    steps, chains, noise_chains = settings.pop("steps"), settings.pop("chains"), settings.pop("noise_chains")
+    long_run = settings
     result = train(config, p_target, progress=False)
     fidelity = evaluate_fidelity(
         result.model, result.p_target, config.k, config.timesteps_at(config.epochs - 1), config.rate,
@@ -103,12 +117,28 @@ def sweep(
             raise ValueError(f"configs must hold ExperimentConfig objects, got {type(config).__name__} at index {index}")
     if threads is not None:
         threads = require_positive_int("threads", threads)
+    evaluation = evaluation_settings(**{name: value for name, value in evaluation.items() if name != "p_target"}) | (
+        {"p_target": evaluation["p_target"]} if "p_target" in evaluation else {})
     descriptions = [run_description(config, evaluation) for config in configs]
     keys = [run_key(description) for description in descriptions]
     runs = {key: (config, description) for key, config, description in zip(keys, configs, descriptions)}
     directory = None if results_dir is None else Path(results_dir)
-    paths = {key: row_path(directory, config, key) for key, (config, _) in runs.items()} if directory else {}
-    rows = _rows_on_disk(directory, runs, paths) if directory is not None else {}
+    if directory is None:
+        return _sweep(runs, keys, {}, {}, None, evaluation, threads, executor, progress)
+    directory.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        try:  # one sweep per directory: a second one would train every configuration again
+            stack.enter_context(file_lock(directory / ".sweep.lock", wait=False))
+        except BlockingIOError:
+            raise ValueError(f"results_dir {directory} is in use by another sweep (one sweep per directory at "
+                             "a time): wait for it to finish, or give another directory") from None
+        paths = {key: row_path(directory, config, key) for key, (config, _) in runs.items()}
+        rows = _rows_on_disk(directory, runs, paths)
+        return _sweep(runs, keys, rows, paths, directory, evaluation, threads, executor, progress)
+
+
+def _sweep(runs, keys, rows, paths, directory, evaluation, threads, executor, progress) -> List[Dict]:
+    """The rest of :func:`sweep`: run what is not in ``rows``, write each row, return all in order."""
     todo = {key: config for key, (config, _) in runs.items() if key not in rows}
     failures = {}
     with progress_bar(None, total=len(todo), desc="sweep", disable=not progress, mininterval=1.0) as bar:
@@ -132,7 +162,6 @@ def sweep(
 
 def _rows_on_disk(directory: Path, runs: Dict, paths: Dict) -> Dict:
     """The rows already in ``directory``, by key; says how many it skips."""
-    directory.mkdir(parents=True, exist_ok=True)
     removed = remove_leftovers(directory)
     rows, unreadable = {}, []
     for key, (_, description) in runs.items():

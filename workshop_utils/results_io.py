@@ -23,7 +23,7 @@ import secrets
 import shutil
 import tempfile
 import warnings
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
 from typing import Dict, Optional
@@ -31,13 +31,8 @@ from typing import Dict, Optional
 import numpy as np
 import torch
 
-from .paths import current_umask
+from .paths import current_umask, file_lock
 from .training import ExperimentConfig, TrainingResult, build_model
-
-try:
-    import fcntl
-except ImportError:  # Windows: saves to one path must not run at the same time
-    fcntl = None
 
 ARRAYS = ("refrac", "p_target", "p_f", "losses", "voltages")
 WEIGHTS_FILE = "weights.pt"
@@ -56,6 +51,13 @@ def package_versions() -> Dict[str, str]:
     return versions
 
 
+def _plain_number(value):
+    """A numpy scalar in ``extra`` as the plain number JSON takes (np.float64 is a float already)."""
+    if isinstance(value, np.generic) and np.ndim(value) == 0:
+        return value.item()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def _run_path(directory, name: str = "directory") -> Path:
     """``directory`` as a Path whose last part can name a run, or a ValueError."""
     if not isinstance(directory, (str, os.PathLike)) or isinstance(directory, bytes):
@@ -63,7 +65,7 @@ def _run_path(directory, name: str = "directory") -> Path:
     text = os.fspath(directory)
     if not text.strip() or "\0" in text:
         raise ValueError(f"{name} must be a non-empty path, got {directory!r}")
-    path = Path(text)
+    path = Path(text).expanduser()  # "~/results/run" means the home directory, as in a shell
     if path.name in ("", ".", "..") or path.resolve() == path.resolve().parent:
         raise ValueError(f"{name} must end in the run's own name (e.g. results/my-run), got {directory!r}")
     return path
@@ -125,15 +127,9 @@ def _check_result(result) -> Dict[str, torch.Tensor]:
     return arrays
 
 
-@contextmanager
 def _save_lock(directory: Path):
     """Saves to ``directory`` one at a time (released by the system if the process dies)."""
-    if fcntl is None:
-        yield
-        return
-    with open(directory.parent / f".{directory.name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
+    return file_lock(directory.parent / f".{directory.name}.lock")
 
 
 def _write(path: Path, write) -> None:
@@ -180,7 +176,7 @@ def save_results(result, directory, extra: Optional[Dict] = None) -> Path:
             raise ValueError(f"extra must not replace the record's own entries {sorted(set(extra) & set(record))}")
         record.update(extra)
     try:
-        text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+        text = json.dumps(record, indent=2, allow_nan=False, default=_plain_number) + "\n"
     except (TypeError, ValueError) as error:
         raise ValueError(f"extra must hold JSON values (finite numbers, strings, lists, dicts): {error}") from None
     weights = {key: value.detach().cpu() for key, value in result.model.state_dict().items()}
@@ -278,8 +274,16 @@ def _read_run(run: Path, files: Dict) -> Dict:
         raise damaged(RECORD_FILE, f"not valid JSON ({error})") from None
     parameters = record.get("parameters") if isinstance(record, dict) else None
     sizes = ("neurons", "input_features", "batch_size", "epochs", "k")
-    if not isinstance(parameters, dict) or not all(isinstance(parameters.get(name), int) for name in sizes):
+    if not isinstance(parameters, dict) or not all(isinstance(parameters.get(name), int)
+                                                   and not isinstance(parameters.get(name), bool) for name in sizes):
         raise damaged(RECORD_FILE, f"no 'parameters' with the integers {sizes}")
+    fields = {field.name for field in dataclasses.fields(ExperimentConfig)}
+    # the record's parameters pass ExperimentConfig's own checks (sizes that fit, k, rates, ...), but
+    # for the device: a run saved on a GPU loads on a machine without one
+    try:
+        ExperimentConfig(**{name: value for name, value in parameters.items() if name in fields - {"device"}})
+    except (ValueError, TypeError) as error:
+        raise damaged(RECORD_FILE, f"its parameters are not a valid configuration ({error})") from None
     N, H, B = parameters["neurons"], parameters["input_features"], parameters["batch_size"]
     loaded = {}
     for name in ARRAYS:

@@ -28,11 +28,12 @@ from typing import Dict, List, Mapping, Optional
 
 import yaml
 
-from .experiments import format_summary, summarize, sweep
+from .experiments import evaluation_settings, format_summary, summarize, sweep
 from .paths import workshop_root
 from .training import ExperimentConfig, target_for
 
 SECTIONS = ("name", "config", "grid", "seeds", "target", "evaluation")
+MAX_SEEDS = 100_000  # a seed count beyond this is a typo: each seed is a whole training
 EVALUATION = ("steps", "chains", "noise_chains", "burn_in", "chunk", "group")
 FIELDS = tuple(field.name for field in dataclasses.fields(ExperimentConfig))
 
@@ -123,6 +124,10 @@ def parse_grid(spec: Mapping, default_name: str = "sweep") -> Grid:
     evaluation = spec.get("evaluation") or {}
     if not isinstance(evaluation, Mapping) or any(setting not in EVALUATION for setting in evaluation):
         raise ValueError(f"evaluation must be a mapping with settings among {EVALUATION}, got {evaluation!r}")
+    try:
+        evaluation = evaluation_settings(**evaluation)
+    except ValueError as error:
+        raise ValueError(f"evaluation: {error}") from None
     return Grid(name, list(configs), list(configs.values()), dict(evaluation), target)
 
 
@@ -144,11 +149,11 @@ def _seeds(seeds, fixed: Dict, varied: List[str]) -> list:
         return [None]  # the seed of `config` (or the default)
     if "seed" in fixed:
         raise ValueError("config: seed and the section seeds exclude each other; give seeds only")
-    if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+    if isinstance(seeds, int) and not isinstance(seeds, bool) and 1 <= seeds <= MAX_SEEDS:
         return list(range(seeds))
     if isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         return list(dict.fromkeys(seeds))
-    raise ValueError(f"seeds must be a count >= 1 or a non-empty list of integer seeds, got {seeds!r}")
+    raise ValueError(f"seeds must be a count from 1 to {MAX_SEEDS:,} or a non-empty list of integer seeds, got {seeds!r}")
 
 
 def main(argv=None) -> int:

@@ -39,6 +39,10 @@ OPTIMIZERS = {
 }
 LR_SCHEDULES = ("constant", "cosine")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+# The largest learning rate accepted: SGD trains at up to 10 here (exercise 9), and far larger rates
+# only overflow: Adam's first step scales the rate by 1 / (1 - beta1) = 10, and beyond 3.4e37 torch
+# cannot even convert it to float32 (a RuntimeError from inside Adam instead of a clear error).
+MAX_LEARNING_RATE = 1e3
 
 
 # Configurations that cannot train, measured on the recipe's network (N = 32, H = 1024, B = 32, k = 3,
@@ -108,7 +112,8 @@ class ExperimentConfig:
         fields.update(
             k=require_readout_size(self.k, fields["neurons"]),
             # float32 weights: torch's optimisers cannot use a step size beyond float32's range
-            learning_rate=require_float("learning_rate", self.learning_rate, 0.0, FLOAT32_MAX, include_minimum=False),
+            learning_rate=require_float("learning_rate", self.learning_rate, 0.0, MAX_LEARNING_RATE,
+                                        include_minimum=False),
             rate=require_probability("rate", self.rate),
             seed=require_seed("seed", self.seed),
             target_seed=require_seed("target_seed", self.target_seed),
