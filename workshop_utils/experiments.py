@@ -117,8 +117,8 @@ def sweep(
             raise ValueError(f"configs must hold ExperimentConfig objects, got {type(config).__name__} at index {index}")
     if threads is not None:
         threads = require_positive_int("threads", threads)
-    evaluation = evaluation_settings(**{name: value for name, value in evaluation.items() if name != "p_target"}) | (
-        {"p_target": evaluation["p_target"]} if "p_target" in evaluation else {})
+    evaluation = {**evaluation,
+                  **evaluation_settings(**{name: value for name, value in evaluation.items() if name != "p_target"})}
     descriptions = [run_description(config, evaluation) for config in configs]
     keys = [run_key(description) for description in descriptions]
     runs = {key: (config, description) for key, config, description in zip(keys, configs, descriptions)}

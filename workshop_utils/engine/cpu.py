@@ -149,7 +149,13 @@ def _add_rows(y, i, x, rows, start, stop, scale, scaled):
     N = y.shape[1]
     vectors = N - N % simd.WIDTH  # lanes n < vectors in 8-lane vectors (:func:`simd.gather`), the rest one by one
     simd.gather(y, i, x, rows, start, stop, scale, scaled, vectors)
-    for n in range(vectors, N):
+    _add_rows_lanes(y, i, x, rows, start, stop, scale, scaled, vectors)
+
+
+@functools.partial(jit, inline=True)
+def _add_rows_lanes(y, i, x, rows, start, stop, scale, scaled, first):
+    """:func:`_add_rows` for the lanes n >= first that the vectors leave, one at a time."""
+    for n in range(first, y.shape[1]):
         for q in range(start, stop):
             r = rows[q]
             y[i, n] += (scale[r] if scaled else np.float32(1.0)) * x[r, n]
@@ -162,11 +168,8 @@ def _add_rows2(y, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled)
     N = y.shape[1]
     vectors = N - N % simd.WIDTH
     simd.gather2(y, 0, 1, x, rows, start0, stop0, start1, stop1, scale0, scale1, scaled, vectors)
-    for n in range(vectors, N):
-        for q in range(start0, stop0):
-            y[0, n] += (scale0[rows[q]] if scaled else np.float32(1.0)) * x[rows[q], n]
-        for q in range(start1, stop1):
-            y[1, n] += (scale1[rows[q]] if scaled else np.float32(1.0)) * x[rows[q], n]
+    _add_rows_lanes(y, 0, x, rows, start0, stop0, scale0, scaled, vectors)
+    _add_rows_lanes(y, 1, x, rows, start1, stop1, scale1, scaled, vectors)
 
 
 @functools.partial(jit, inline=True)
@@ -251,8 +254,7 @@ def _forward(b0, b1, x, indices, starts, stops, binary, w_in_t, w_rec_t, state0,
         ref_out[t, b0:b1] = ref_new.reshape(L, N)
         v_out[t, b0:b1] = v_new.reshape(L, N)
         vd_out[t, b0:b1] = vd_new.reshape(L, N)
-    i = i.reshape(L, N)
-    i_final[b0:b1] = i
+    i_final[b0:b1] = i.reshape(L, N)
 
 
 @jit

@@ -94,6 +94,20 @@ if numba is not None:  # without numba the kernels never run, and nothing here i
             with builder.if_then(builder.icmp_signed("==", left, ir.Constant(_I64, count))):
                 emit(offset, count)
 
+    def _listed_row(builder, rows, q, scale):
+        """(r, s): r = rows[q] as a 64-bit index, s = scale[r] splat to a vector (None without ``scale``)."""
+        r = builder.load(_pointer(builder, rows, q))
+        r = builder.sext(r, _I64) if r.type.width < 64 else r
+        return r, None if scale is None else _splat(builder, builder.load(_pointer(builder, scale, r)))
+
+    def _add_row(builder, x, columns, offset, count, r, s, partial):
+        """partial[k] += s x[r, offset + 8k : offset + 8k + 8] for k < count (without s: x alone)."""
+        source = _vectors(builder, builder.gep(x.data, [builder.add(builder.mul(r, columns), offset)]), count)
+        for k in range(count):
+            value = builder.load(source[k], align=4)
+            value = builder.fmul(s, value) if s is not None else value
+            builder.store(builder.fadd(builder.load(partial[k]), value), partial[k])
+
     def _rows_loop(context, builder, signature, args, rows_at, scale_at, scaled_at, body):
         """Loops q over [start, stop) (the arguments after ``rows_at``) and calls body(r, s), r = rows[q]
         as intp, s = the splat scale[r] (``scaled``) or None, in two loops: with and without scale."""
@@ -104,10 +118,7 @@ if numba is not None:  # without numba the kernels never run, and nothing here i
 
         def loop(with_scale):
             with cgutils.for_range_slice(builder, start, stop, ir.Constant(_I64, 1)) as (q, _):
-                r = builder.load(_pointer(builder, rows, q))
-                r = builder.sext(r, _I64) if r.type.width < 64 else r
-                s = _splat(builder, builder.load(_pointer(builder, scale, r))) if with_scale else None
-                body(r, s)
+                body(*_listed_row(builder, rows, q, scale if with_scale else None))
 
         with builder.if_else(scaled) as (then, otherwise):
             with then:
@@ -129,11 +140,7 @@ if numba is not None:  # without numba the kernels never run, and nothing here i
                 builder.store(builder.load(targets[k], align=4), partial[k])
 
             def add(r, s):
-                source = _vectors(builder, builder.gep(x.data, [builder.add(builder.mul(r, columns), offset)]), count)
-                for k in range(count):
-                    value = builder.load(source[k], align=4)
-                    value = builder.fmul(s, value) if s is not None else value
-                    builder.store(builder.fadd(builder.load(partial[k]), value), partial[k])
+                _add_row(builder, x, columns, offset, count, r, s, partial)
 
             _rows_loop(context, builder, signature, args, 3, 6, 7, add)
             for k in range(count):
@@ -167,14 +174,8 @@ if numba is not None:  # without numba the kernels never run, and nothing here i
                     builder.store(builder.load(pointers[side][k], align=4), partial[side][k])
 
             def add(side, q, with_scale):
-                r = builder.load(_pointer(builder, rows, q))
-                r = builder.sext(r, _I64) if r.type.width < 64 else r
-                s = _splat(builder, builder.load(_pointer(builder, scales[side], r))) if with_scale else None
-                source = _vectors(builder, builder.gep(x.data, [builder.add(builder.mul(r, columns), offset)]), count)
-                for k in range(count):
-                    value = builder.load(source[k], align=4)
-                    value = builder.fmul(s, value) if s is not None else value
-                    builder.store(builder.fadd(builder.load(partial[side][k]), value), partial[side][k])
+                r, s = _listed_row(builder, rows, q, scales[side] if with_scale else None)
+                _add_row(builder, x, columns, offset, count, r, s, partial[side])
 
             def loops(with_scale):
                 with cgutils.for_range(builder, common) as loop:
@@ -217,7 +218,7 @@ if numba is not None:  # without numba the kernels never run, and nothing here i
         _blocks(builder, lanes, emit)
         return context.get_dummy_value()
 
-    def _check(y, x, rows=None, scale=None):
+    def _check(y, x, rows, scale):
         for array in (y, x):
             if not (isinstance(array, types.Array) and array.ndim == 2 and array.dtype == types.float32
                     and array.layout == "C"):
